@@ -1,0 +1,1 @@
+"""Pure rules of camgate: no I/O, no clock reads, no framework imports."""
