@@ -26,10 +26,14 @@ def normalise_code(raw: str) -> str:
     return "".join(ch for ch in raw.upper() if ch not in " -")
 
 
+def keyed_digest(pepper: bytes, *parts: str) -> str:
+    """HMAC-SHA256 of the parts joined by NUL: for short codes and bearer tokens at rest."""
+    return hmac.new(pepper, "\0".join(parts).encode(), hashlib.sha256).hexdigest()
+
+
 def hash_label_code(pepper: bytes, serial: str, code: str) -> str:
     """Keyed hash of a label code, bound to its serial so equal codes on two labels hash apart."""
-    message = f"{serial}:{normalise_code(code)}".encode()
-    return hmac.new(pepper, message, hashlib.sha256).hexdigest()
+    return keyed_digest(pepper, "label", serial, normalise_code(code))
 
 
 def label_code_matches(pepper: bytes, serial: str, code: str, stored_hash: str) -> bool:

@@ -1,0 +1,3 @@
+"""camgate: a cloud gateway for network cameras."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""The HTTP JSON API (aiohttp): versioned paths, OpenAPI from pydantic models, problem+json errors."""

@@ -1,0 +1,35 @@
+"""Liveness, readiness, metrics and the OpenAPI document."""
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+
+from gateway.api import schemas as s
+from gateway.api.routing import Call, Reply
+from gateway.api.state import api, services
+
+
+@api.route("GET", "/healthz", summary="Liveness: the process answers", tag="ops", response=s.Health, auth=False)
+async def liveness(call: Call) -> s.Health:
+    return s.Health(status="ok")
+
+
+@api.route("GET", "/readyz", summary="Readiness: the database answers", tag="ops", response=s.Health,
+           auth=False, other_statuses=(503,))  # fmt: skip
+async def readiness(call: Call) -> s.Health | Reply:
+    try:
+        async with services(call).engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+    except Exception as exc:  # noqa: BLE001 - any failure means "not ready", reported by name
+        return Reply(s.Health(status="unavailable", checks={"database": type(exc).__name__}), 503)
+    return s.Health(status="ok", checks={"database": "ok"})
+
+
+@api.route("GET", "/metrics", summary="Prometheus metrics", tag="ops", auth=False)
+async def metrics(call: Call) -> web.Response:
+    return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+@api.route("GET", "/v1/openapi.json", summary="This API's OpenAPI 3.1 document", tag="ops", auth=False)
+async def openapi(call: Call) -> web.Response:
+    return web.json_response(api.openapi())

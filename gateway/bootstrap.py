@@ -1,0 +1,92 @@
+"""The composition root: builds every service from the settings, once."""
+
+import logging
+import os
+import secrets
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gateway.adapters.clock import SystemClock
+from gateway.adapters.db.engine import create_engine, migrate
+from gateway.adapters.passwords import Argon2Hasher
+from gateway.adapters.senders import MailboxSender, SmsWebhookSender, SmtpSender
+from gateway.config import Settings
+from gateway.domain.accounts import Channel
+from gateway.errors import ConfigError
+from gateway.ports import Clock, MessageSender
+from gateway.services.accounts import AccountService
+from gateway.services.devices import DeviceService
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    """Everything the API and the CLI call into."""
+
+    settings: Settings
+    engine: AsyncEngine
+    clock: Clock
+    pepper: bytes
+    accounts: AccountService
+    devices: DeviceService
+
+
+def load_pepper(settings: Settings) -> bytes:
+    """The secret key: from settings, else from (or newly into) the key file, readable by the owner only."""
+    if settings.security.secret_key is not None:
+        return settings.security.secret_key.get_secret_value().encode()
+    path: Path = settings.security.secret_key_file
+    try:
+        return path.read_bytes().strip()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(48).encode()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(key)
+    log.warning("created a new secret key in %s; keep it: code hashes depend on it", path)
+    return key
+
+
+async def build(settings: Settings, stack: AsyncExitStack, *, clock: Clock | None = None) -> Services:
+    """Creates the engine (migrating the schema), the senders and the services; ``stack`` closes them."""
+    clock = clock or SystemClock()
+    pepper = load_pepper(settings)
+    engine = create_engine(settings.database.url, pool_size=settings.database.pool_size)
+    stack.push_async_callback(engine.dispose)
+    await migrate(engine)
+    http = aiohttp.ClientSession()
+    stack.push_async_callback(http.close)
+    sec = settings.security
+    hasher = Argon2Hasher(
+        time_cost=sec.argon2_time_cost,
+        memory_kib=sec.argon2_memory_kib,
+        parallelism=sec.argon2_parallelism,
+        workers=sec.hash_workers,
+    )
+    stack.callback(hasher.close)
+    senders = _senders(settings, http)
+    return Services(
+        settings=settings,
+        engine=engine,
+        clock=clock,
+        pepper=pepper,
+        accounts=AccountService(engine, settings, pepper, hasher, senders, clock),
+        devices=DeviceService(engine, settings, pepper, clock),
+    )
+
+
+def _senders(settings: Settings, http: aiohttp.ClientSession) -> dict[Channel, MessageSender]:
+    notify = settings.notify
+    mailbox = MailboxSender(notify.mailbox_dir)
+    if settings.environment == "production" and (notify.smtp is None or notify.sms_webhook is None):
+        raise ConfigError("production needs notify.smtp and notify.sms_webhook: the mailbox folder is for development")
+    email: MessageSender = SmtpSender(notify.smtp) if notify.smtp else mailbox
+    sms: MessageSender = SmsWebhookSender(notify.sms_webhook, http) if notify.sms_webhook else mailbox
+    return {Channel.EMAIL: email, Channel.SMS: sms}

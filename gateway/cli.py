@@ -1,0 +1,284 @@
+"""The ``camgate`` command: the service, and the ops tasks that go with it."""
+
+import argparse
+import asyncio
+import csv
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import TextIO
+
+import uvloop
+from aiohttp import web
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+from sqlalchemy import or_, select
+
+from gateway.adapters.db.tables import accounts, devices
+from gateway.bootstrap import Services, build
+from gateway.config import Settings, load_settings
+from gateway.domain.registry import COLUMNS
+from gateway.errors import CamgateError, ConfigError
+from gateway.services.registry import ImportReport, import_registry
+
+console = Console(stderr=True)
+log = logging.getLogger("camgate")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``camgate`` console command."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        console.print(f"[red]camgate: {exc}[/red]")
+        sys.exit(2)
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            code = runner.run(args.func(settings, args))
+    except CamgateError as exc:
+        console.print(f"[red]camgate: {exc}[/red]")
+        code = 1
+    except KeyboardInterrupt:
+        code = 130
+    sys.exit(code)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="camgate",
+        description="camgate: cloud gateway for network cameras. Settings come from --config and CAMGATE_* "
+        "environment variables (see README, 'Configuration').",
+    )
+    parser.add_argument("--config", type=Path, help="TOML settings file")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("serve", help="run the gateway (HTTP API and background jobs)")
+    p.set_defaults(func=serve)
+
+    p = sub.add_parser("demo", help="run on embedded defaults with a simulated fleet (the README's run command)")
+    p.add_argument("--cameras", type=int, default=5, help="size of the simulated fleet (default 5)")
+    p.set_defaults(func=demo)
+
+    db = sub.add_parser("db", help="database schema").add_subparsers(dest="db_command", required=True)
+    p = db.add_parser("upgrade", help="apply pending migrations (serve does this too)")
+    p.set_defaults(func=db_upgrade)
+
+    reg = sub.add_parser("registry", help="factory registry").add_subparsers(dest="registry_command", required=True)
+    p = reg.add_parser(
+        "import",
+        help="import a factory registry CSV",
+        description=f"Imports a CSV with the header {','.join(COLUMNS)}. Invalid rows and serials already "
+        "registered are rejected and listed; the rest are stored with their code and secret hashed. "
+        "Exit status 1 when any row was rejected.",
+    )
+    p.add_argument("file", type=Path, help="registry CSV ('-' for standard input)")
+    p.add_argument("--dry-run", action="store_true", help="validate and report, store nothing")
+    p.add_argument("--batch-size", type=int, default=500, help="rows per transaction (default 500)")
+    p.set_defaults(func=registry_import)
+
+    acct = sub.add_parser("account", help="account look-up").add_subparsers(dest="account_command", required=True)
+    p = acct.add_parser("show", help="show an account by id, e-mail or phone (no secrets)")
+    p.add_argument("who")
+    p.set_defaults(func=account_show)
+
+    dev = sub.add_parser("device", help="device look-up").add_subparsers(dest="device_command", required=True)
+    p = dev.add_parser("show", help="show a device by serial or id (no secrets)")
+    p.add_argument("serial")
+    p.set_defaults(func=device_show)
+    return parser
+
+
+Command = Callable[[Settings, argparse.Namespace], Awaitable[int]]
+
+
+async def _with_services(settings: Settings, work: Callable[[Services], Awaitable[int]]) -> int:
+    async with AsyncExitStack() as stack:
+        return await work(await build(settings, stack))
+
+
+async def db_upgrade(settings: Settings, _args: argparse.Namespace) -> int:
+    """``camgate db upgrade``."""
+
+    async def work(_services: Services) -> int:
+        console.print("schema is up to date")
+        return 0
+
+    return await _with_services(settings, work)
+
+
+def _csv_rows(handle: TextIO) -> Iterator[tuple[int, dict[str, str]]]:
+    reader = csv.DictReader(handle)
+    missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
+    if missing:
+        raise CamgateError(f"the CSV header lacks {', '.join(missing)} (expected: {','.join(COLUMNS)})")
+    for row in reader:
+        yield reader.line_num, {k: v or "" for k, v in row.items() if k is not None}
+
+
+async def registry_import(settings: Settings, args: argparse.Namespace) -> int:
+    """``camgate registry import FILE``."""
+
+    async def work(services: Services) -> int:
+        handle = sys.stdin if str(args.file) == "-" else args.file.open(newline="")
+        with handle:
+            rows = list(_csv_rows(handle))
+        with Progress(
+            TextColumn("importing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console
+        ) as progress:
+            task = progress.add_task("import", total=len(rows))
+            report = await import_registry(
+                services.engine,
+                services.pepper,
+                services.clock,
+                rows,
+                batch_size=args.batch_size,
+                dry_run=args.dry_run,
+                progress=lambda n: progress.advance(task, n),
+            )
+        _print_report(report, dry_run=args.dry_run)
+        return 1 if report.rejected else 0
+
+    if args.batch_size < 1:
+        raise CamgateError("--batch-size must be at least 1")
+    return await _with_services(settings, work)
+
+
+def _print_report(report: ImportReport, *, dry_run: bool) -> None:
+    if report.rejected:
+        table = Table(title="rejected rows")
+        for col in ("line", "serial", "reason"):
+            table.add_column(col)
+        for r in report.rejected[:50]:
+            table.add_row(str(r.line), r.serial, r.reason)
+        console.print(table)
+        if len(report.rejected) > 50:
+            console.print(f"... and {len(report.rejected) - 50} more")
+    verb = "would import" if dry_run else "imported"
+    console.print(f"read {report.read} rows: {verb} {report.imported}, rejected {len(report.rejected)}")
+
+
+async def account_show(settings: Settings, args: argparse.Namespace) -> int:
+    """``camgate account show``."""
+
+    async def work(services: Services) -> int:
+        who = args.who.strip()
+        async with services.engine.connect() as conn:
+            row = (
+                (
+                    await conn.execute(
+                        select(accounts).where(
+                            or_(accounts.c.id == who, accounts.c.email == who.lower(), accounts.c.phone == who)
+                        )
+                    )
+                )
+                .mappings()
+                .first()
+            )
+            if row is None:
+                console.print("no such account")
+                return 1
+            count = len((await conn.execute(select(devices.c.id).where(devices.c.owner_account_id == row["id"]))).all())
+        table = Table(show_header=False)
+        for key in ("id", "email", "phone", "status", "region", "time_zone", "created_at", "last_login_at"):
+            table.add_row(key, str(row[key]))
+        table.add_row("devices", str(count))
+        Console().print(table)
+        return 0
+
+    return await _with_services(settings, work)
+
+
+async def device_show(settings: Settings, args: argparse.Namespace) -> int:
+    """``camgate device show``."""
+
+    async def work(services: Services) -> int:
+        key = args.serial.strip()
+        async with services.engine.connect() as conn:
+            row = (
+                (await conn.execute(select(devices).where(or_(devices.c.serial == key.upper(), devices.c.id == key))))
+                .mappings()
+                .first()
+            )
+        if row is None:
+            console.print("no such device")
+            return 1
+        table = Table(show_header=False)
+        for k in ("id", "serial", "model", "owner_account_id", "name", "bound_at", "imported_at"):
+            table.add_row(k, str(row[k]))
+        Console().print(table)
+        return 0
+
+    return await _with_services(settings, work)
+
+
+async def serve(settings: Settings, _args: argparse.Namespace) -> int:
+    """``camgate serve``: runs until SIGINT or SIGTERM."""
+    return await _with_services(settings, _serve_until_stopped)
+
+
+async def _serve_until_stopped(services: Services, banner: Callable[[str], None] | None = None) -> int:
+    from gateway.api.app import create_app  # the API is only needed by the commands that serve it
+
+    runner = web.AppRunner(create_app(services), access_log=None)
+    await runner.setup()
+    http = services.settings.http
+    site = web.TCPSite(runner, http.host, http.port)
+    await site.start()
+    url = f"http://{http.host}:{http.port}"
+    log.info("camgate listening on %s", url)
+    if banner is not None:
+        banner(url)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down")
+    await runner.cleanup()
+    return 0
+
+
+async def demo(settings: Settings, args: argparse.Namespace) -> int:
+    """``camgate demo``: a simulated fleet imported into the embedded database, then the service."""
+    from device_sim.registry import new_fleet, write_labels, write_registry
+
+    fleet_dir = settings.data_dir / "fleet"
+    registry = fleet_dir / "registry.csv"
+
+    async def work(services: Services) -> int:
+        if not registry.exists():
+            fleet = new_fleet(args.cameras)
+            write_registry(fleet, registry)
+            write_labels(fleet, fleet_dir / "labels.html")
+            with registry.open(newline="") as handle:
+                report = await import_registry(services.engine, services.pepper, services.clock, _csv_rows(handle))
+            console.print(f"simulated factory: {report.imported} cameras imported from {registry}")
+
+        def banner(url: str) -> None:
+            console.print(_demo_banner(url, registry, fleet_dir, settings.notify.mailbox_dir), soft_wrap=True)
+
+        return await _serve_until_stopped(services, banner)
+
+    return await _with_services(settings, work)
+
+
+def _demo_banner(url: str, registry: Path, fleet_dir: Path, mailbox: Path) -> str:
+    return f"""
+[bold green]camgate is running at {url}[/bold green]  (Ctrl-C stops it; data lives in ./var)
+
+  API description   {url}/v1/openapi.json
+  camera labels     {fleet_dir / "labels.html"}  (serial + verification code of each simulated camera)
+  factory registry  {registry}
+  your inbox        {mailbox}/<your e-mail or phone>/   (one-time codes land here in development)
+
+Try it (README, 'Walk-through'):
+  curl -s {url}/v1/accounts -H 'Content-Type: application/json' \\
+       -d '{{"identifier":"me@example.com","password":"a long passphrase","birth_date":"1990-01-01","region":"sg"}}'
+"""

@@ -1,0 +1,1 @@
+"""Use cases. Each takes its collaborators (database engine, ports, settings) explicitly."""

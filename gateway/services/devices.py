@@ -1,0 +1,170 @@
+"""Devices: binding by serial + label code, unbinding, listing. Every query is scoped to its owner."""
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gateway.adapters.db.tables import devices
+from gateway.config import Settings
+from gateway.domain.binding import BindFacts, BindOutcome, decide_bind
+from gateway.domain.credentials import hash_label_code, label_code_matches, normalise_code
+from gateway.errors import Conflict, InvalidRequest, Locked, NotFound, RateLimited
+from gateway.ports import Clock
+from gateway.services import audit
+from gateway.services.throttle import Window
+
+_SERIAL_MAX = 32
+
+
+@dataclass(frozen=True)
+class Device:
+    id: str
+    serial: str
+    model: str
+    name: str
+    bound_at: datetime | None
+
+
+class DeviceService:
+    """Binding and the owner's view of their devices."""
+
+    def __init__(self, engine: AsyncEngine, settings: Settings, pepper: bytes, clock: Clock) -> None:
+        self._db = engine
+        self._pepper = pepper
+        self._clock = clock
+        self._per_serial = Window("bind_serial", *settings.throttle.bind_per_serial)
+        self._per_account = Window("bind_account", *settings.throttle.bind_per_account)
+        # Compared against when the serial is unknown, so both paths do the same work.
+        self._decoy_hash = hash_label_code(pepper, "decoy", "AAAAAA")
+
+    async def bind(
+        self, account_id: str, raw_serial: str, code: str, *, name: str, address: str
+    ) -> tuple[BindOutcome, Device]:
+        """Binds a device to the caller. Returns BOUND or ALREADY_YOURS; raises for every refusal."""
+        serial = raw_serial.strip().upper()
+        if not serial or len(serial) > _SERIAL_MAX or not serial.isalnum():
+            raise InvalidRequest("invalid_serial", "serial: 1 to 32 letters and digits")
+        now = self._clock.now()
+        actor = f"account:{account_id}"
+        async with self._db.begin() as conn:
+            wait = await self._per_account.retry_after(conn, account_id, now)
+            if wait is not None:
+                raise RateLimited(
+                    "bind_rate_limited", "too many failed binding attempts from this account", retry_after=wait
+                )
+            row = (await conn.execute(select(devices).where(devices.c.serial == serial))).mappings().first()
+            stored = row["code_hash"] if row is not None else self._decoy_hash
+            matches = label_code_matches(self._pepper, serial, normalise_code(code), stored)
+            failures, _ = await self._per_serial.hits(conn, serial, now)
+            facts = BindFacts(
+                device_known=row is not None,
+                code_matches=matches,
+                owner_account_id=row["owner_account_id"] if row is not None else None,
+                recent_failures_for_serial=failures,
+            )
+            outcome = decide_bind(facts, caller_account_id=account_id, lockout_threshold=self._per_serial.limit)
+            if outcome is BindOutcome.LOCKED:
+                retry = await self._per_serial.retry_after(conn, serial, now) or self._per_serial.seconds
+                await audit.record(
+                    conn, account_id=account_id, actor=actor, action="device.bind_locked",
+                    detail={"serial": serial}, at=now, address=address,
+                )  # fmt: skip
+                locked = Locked(
+                    "device_locked",
+                    "too many wrong codes for this serial; binding it is paused",
+                    retry_after=retry,
+                )
+            elif outcome is BindOutcome.REJECTED:
+                await self._per_serial.hit(conn, serial, now)
+                await self._per_account.hit(conn, account_id, now)
+                await audit.record(
+                    conn, account_id=account_id, actor=actor, action="device.bind_failed",
+                    detail={"serial": serial}, at=now, address=address,
+                )  # fmt: skip
+        # Refusals are raised after the block so that their counters and audit entries commit.
+        if outcome is BindOutcome.LOCKED:
+            raise locked
+        if outcome is BindOutcome.REJECTED:
+            # One answer for an unknown serial and a wrong code: same status, body and work done.
+            raise InvalidRequest("invalid_serial_or_code", "the serial number or the verification code is wrong")
+        assert row is not None
+        if outcome is BindOutcome.BOUND_ELSEWHERE:
+            raise Conflict(
+                "device_bound_elsewhere",
+                "this camera is bound to another account; its owner must unbind it first",
+            )
+        if outcome is BindOutcome.BOUND:
+            async with self._db.begin() as conn:
+                claimed = await conn.execute(
+                    update(devices)
+                    .where(devices.c.id == row["id"], devices.c.owner_account_id.is_(None))
+                    .values(owner_account_id=account_id, bound_at=now, name=name or row["model"])
+                )
+                if claimed.rowcount == 0:  # someone else bound it between our read and this write
+                    raise Conflict("device_bound_elsewhere", "this camera was just bound to another account")
+                await self._per_serial.clear(conn, serial)
+                await audit.record(
+                    conn, account_id=account_id, actor=actor, action="device.bound",
+                    target_type="device", target_id=row["id"], detail={"serial": serial}, at=now, address=address,
+                )  # fmt: skip
+        return outcome, await self.get(account_id, row["id"])
+
+    async def get(self, account_id: str, device_id: str) -> Device:
+        """One of the caller's devices; another account's device is NotFound, like a missing one."""
+        async with self._db.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(devices).where(devices.c.id == device_id, devices.c.owner_account_id == account_id)
+                )
+            ).mappings().first()
+        if row is None:
+            raise NotFound("device_not_found", "no such device")
+        return Device(row["id"], row["serial"], row["model"], row["name"], row["bound_at"])
+
+    async def list(self, account_id: str) -> list[Device]:
+        """The caller's devices, in binding order."""
+        async with self._db.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(devices).where(devices.c.owner_account_id == account_id).order_by(devices.c.bound_at)
+                )
+            ).mappings()
+            return [Device(r["id"], r["serial"], r["model"], r["name"], r["bound_at"]) for r in rows]
+
+    async def rename(self, account_id: str, device_id: str, name: str) -> Device:
+        """Renames one of the caller's devices."""
+        async with self._db.begin() as conn:
+            result = await conn.execute(
+                update(devices)
+                .where(devices.c.id == device_id, devices.c.owner_account_id == account_id)
+                .values(name=name)
+            )
+        if result.rowcount == 0:
+            raise NotFound("device_not_found", "no such device")
+        return await self.get(account_id, device_id)
+
+    async def unbind(self, account_id: str, device_id: str, *, address: str) -> None:
+        """Returns the device to unbound. Its plans stay with the device (they are not transferable)."""
+        now = self._clock.now()
+        async with self._db.begin() as conn:
+            result = await conn.execute(
+                update(devices)
+                .where(devices.c.id == device_id, devices.c.owner_account_id == account_id)
+                .values(owner_account_id=None, bound_at=None, name="")
+            )
+            if result.rowcount == 0:
+                raise NotFound("device_not_found", "no such device")
+            await audit.record(
+                conn, account_id=account_id, actor=f"account:{account_id}", action="device.unbound",
+                target_type="device", target_id=device_id, at=now, address=address,
+            )  # fmt: skip
+
+
+def new_device_id() -> str:
+    """A fresh public device id."""
+    return str(uuid.uuid4())
+
+
