@@ -7,7 +7,7 @@ from aiohttp.typedefs import Handler
 
 from gateway.api import routes  # noqa: F401 - registers the operations
 from gateway.api.problems import problems
-from gateway.api.routing import MAX_BODY_BYTES
+from gateway.api.routing import CLIENT_ADDRESS, MAX_BODY_BYTES
 from gateway.api.state import SERVICES, api
 from gateway.bootstrap import Services
 from gateway.services.accounts import Principal
@@ -40,7 +40,7 @@ def _client_address(trusted: list[str]):  # type: ignore[no-untyped-def]
         forwarded = request.headers.get("X-Forwarded-For")
         if forwarded and networks and _within(address, networks):
             address = forwarded.split(",")[-1].strip()
-        request["client_address"] = address
+        request[CLIENT_ADDRESS] = address
         return await handler(request)
 
     return middleware

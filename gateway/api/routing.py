@@ -17,6 +17,7 @@ from gateway.services.accounts import Principal
 
 M = TypeVar("M", bound=BaseModel)
 MAX_BODY_BYTES = web.AppKey("max_body_bytes", int)
+CLIENT_ADDRESS = web.RequestKey("client_address", str)
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ class Call:
     @property
     def address(self) -> str:
         """The client's address, as resolved by the address middleware."""
-        return str(self.request.get("client_address", self.request.remote or ""))
+        return self.request.get(CLIENT_ADDRESS, self.request.remote or "")
 
 
 Result = BaseModel | Reply | web.StreamResponse | None
@@ -199,7 +200,7 @@ def _view(op: Operation, authenticate: Authenticate) -> Callable[[web.Request], 
         query = _validate(op.query, dict(request.query)) if op.query is not None else None
         result = await op.handler(Call(request, principal, body, query))
         if result is None:
-            return web.Response(status=204)
+            return web.Response(status=op.status)
         if isinstance(result, web.StreamResponse):
             return result
         status = op.status

@@ -1,5 +1,6 @@
 """Sliding-window attempt counters kept in the database, so every gateway instance sees the same counts."""
 
+import math
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, func, insert, select
@@ -35,7 +36,7 @@ class Window:
         count, oldest = await self.hits(conn, key, now)
         if count < self.limit or oldest is None:
             return None
-        return max(1, int((oldest + timedelta(seconds=self.seconds) - now).total_seconds()) + 1)
+        return max(1, math.ceil((oldest + timedelta(seconds=self.seconds) - now).total_seconds()))
 
     async def hit(self, conn: AsyncConnection, key: str, now: datetime) -> None:
         """Records one attempt."""
