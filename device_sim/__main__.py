@@ -21,7 +21,9 @@ def main(argv: list[str] | None = None) -> None:
         fleet = new_fleet(args.count, model=args.model)
         write_registry(fleet, args.out / "registry.csv")
         write_labels(fleet, args.out / "labels.html")
-        print(f"wrote {args.count} cameras to {args.out / 'registry.csv'} and labels to {args.out / 'labels.html'}")
+        print(
+            f"wrote {args.count} cameras to {args.out / 'registry.csv'} and labels to {args.out / 'labels.html'}"
+        )
 
 
 if __name__ == "__main__":

@@ -86,7 +86,9 @@ def _senders(settings: Settings, http: aiohttp.ClientSession) -> dict[Channel, M
     notify = settings.notify
     mailbox = MailboxSender(notify.mailbox_dir)
     if settings.environment == "production" and (notify.smtp is None or notify.sms_webhook is None):
-        raise ConfigError("production needs notify.smtp and notify.sms_webhook: the mailbox folder is for development")
+        raise ConfigError(
+            "production needs notify.smtp and notify.sms_webhook: the mailbox folder is for development"
+        )
     email: MessageSender = SmtpSender(notify.smtp) if notify.smtp else mailbox
     sms: MessageSender = SmsWebhookSender(notify.sms_webhook, http) if notify.sms_webhook else mailbox
     return {Channel.EMAIL: email, Channel.SMS: sms}

@@ -62,7 +62,9 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="run the gateway (HTTP API and background jobs)")
     p.set_defaults(func=serve)
 
-    p = sub.add_parser("demo", help="run on embedded defaults with a simulated fleet (the README's run command)")
+    p = sub.add_parser(
+        "demo", help="run on embedded defaults with a simulated fleet (the README's run command)"
+    )
     p.add_argument("--cameras", type=int, default=5, help="size of the simulated fleet (default 5)")
     p.set_defaults(func=demo)
 
@@ -70,7 +72,9 @@ def _parser() -> argparse.ArgumentParser:
     p = db.add_parser("upgrade", help="apply pending migrations (serve does this too)")
     p.set_defaults(func=db_upgrade)
 
-    reg = sub.add_parser("registry", help="factory registry").add_subparsers(dest="registry_command", required=True)
+    reg = sub.add_parser("registry", help="factory registry").add_subparsers(
+        dest="registry_command", required=True
+    )
     p = reg.add_parser(
         "import",
         help="import a factory registry CSV",
@@ -83,7 +87,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=500, help="rows per transaction (default 500)")
     p.set_defaults(func=registry_import)
 
-    acct = sub.add_parser("account", help="account look-up").add_subparsers(dest="account_command", required=True)
+    acct = sub.add_parser("account", help="account look-up").add_subparsers(
+        dest="account_command", required=True
+    )
     p = acct.add_parser("show", help="show an account by id, e-mail or phone (no secrets)")
     p.add_argument("who")
     p.set_defaults(func=account_show)
@@ -174,7 +180,9 @@ async def account_show(settings: Settings, args: argparse.Namespace) -> int:
                 (
                     await conn.execute(
                         select(accounts).where(
-                            or_(accounts.c.id == who, accounts.c.email == who.lower(), accounts.c.phone == who)
+                            or_(
+                                accounts.c.id == who, accounts.c.email == who.lower(), accounts.c.phone == who
+                            )
                         )
                     )
                 )
@@ -184,7 +192,11 @@ async def account_show(settings: Settings, args: argparse.Namespace) -> int:
             if row is None:
                 console.print("no such account")
                 return 1
-            count = len((await conn.execute(select(devices.c.id).where(devices.c.owner_account_id == row["id"]))).all())
+            count = len(
+                (
+                    await conn.execute(select(devices.c.id).where(devices.c.owner_account_id == row["id"]))
+                ).all()
+            )
         table = Table(show_header=False)
         for key in ("id", "email", "phone", "status", "region", "time_zone", "created_at", "last_login_at"):
             table.add_row(key, str(row[key]))
@@ -202,7 +214,11 @@ async def device_show(settings: Settings, args: argparse.Namespace) -> int:
         key = args.serial.strip()
         async with services.engine.connect() as conn:
             row = (
-                (await conn.execute(select(devices).where(or_(devices.c.serial == key.upper(), devices.c.id == key))))
+                (
+                    await conn.execute(
+                        select(devices).where(or_(devices.c.serial == key.upper(), devices.c.id == key))
+                    )
+                )
                 .mappings()
                 .first()
             )
@@ -258,7 +274,9 @@ async def demo(settings: Settings, args: argparse.Namespace) -> int:
             write_registry(fleet, registry)
             write_labels(fleet, fleet_dir / "labels.html")
             with registry.open(newline="") as handle:
-                report = await import_registry(services.engine, services.pepper, services.clock, _csv_rows(handle))
+                report = await import_registry(
+                    services.engine, services.pepper, services.clock, _csv_rows(handle)
+                )
             console.print(f"simulated factory: {report.imported} cameras imported from {registry}")
 
         def banner(url: str) -> None:

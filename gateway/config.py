@@ -62,7 +62,8 @@ class NotifySettings(Section):
 
 class SecuritySettings(Section):
     secret_key: SecretStr | None = Field(
-        None, description="Pepper for code hashes; at least 32 characters. Unset: read/created in secret_key_file."
+        None,
+        description="Pepper for code hashes; at least 32 characters. Unset: read/created in secret_key_file.",
     )
     secret_key_file: Path = Path("var/secret_key")
     token_ttl_days: int = Field(30, ge=1)

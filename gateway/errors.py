@@ -8,7 +8,8 @@ the API's error middleware turns them into RFC 9457 problem+json. The tree:
   - ``ConfigError`` — settings are missing or invalid; raised at start, never to a client.
   - ``ClientError`` — the request cannot be served as asked (4xx). Subclasses name the intent:
     ``InvalidRequest`` (400/422), ``Unauthenticated`` (401), ``Forbidden`` (403), ``NotFound`` (404),
-    ``Conflict`` (409), ``Locked`` (423), ``RateLimited`` (429, with ``retry_after``).
+    ``Conflict`` (409), and under ``RetryLater`` (with ``retry_after``): ``Locked`` (423),
+    ``RateLimited`` (429), ``Unavailable`` (503: a provider we depend on is down).
 """
 
 from typing import Any, ClassVar
@@ -70,19 +71,24 @@ class Conflict(ClientError):
     title = "Conflict"
 
 
-class Locked(ClientError):
+class RetryLater(ClientError):
+    """A refusal that lifts by itself; ``retry_after`` (seconds) becomes the Retry-After header."""
+
+    def __init__(self, code: str, detail: str, *, retry_after: int, **extra: Any) -> None:
+        super().__init__(code, detail, **extra)
+        self.retry_after = retry_after
+
+
+class Locked(RetryLater):
     status = 423
     title = "Locked"
 
-    def __init__(self, code: str, detail: str, *, retry_after: int, **extra: Any) -> None:
-        super().__init__(code, detail, **extra)
-        self.retry_after = retry_after
 
-
-class RateLimited(ClientError):
+class RateLimited(RetryLater):
     status = 429
     title = "Too many requests"
 
-    def __init__(self, code: str, detail: str, *, retry_after: int, **extra: Any) -> None:
-        super().__init__(code, detail, **extra)
-        self.retry_after = retry_after
+
+class Unavailable(RetryLater):
+    status = 503
+    title = "Service unavailable"

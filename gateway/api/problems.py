@@ -6,7 +6,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from gateway.api.schemas import Problem
-from gateway.errors import ClientError, Locked, RateLimited
+from gateway.errors import ClientError, RetryLater
 
 log = logging.getLogger(__name__)
 TYPE_BASE = "https://camgate.dev/problems/"
@@ -38,7 +38,7 @@ async def problems(request: web.Request, handler: Handler) -> web.StreamResponse
         return await handler(request)
     except ClientError as exc:
         headers = {}
-        retry_after = exc.retry_after if isinstance(exc, Locked | RateLimited) else None
+        retry_after = exc.retry_after if isinstance(exc, RetryLater) else None
         if retry_after is not None:
             headers["Retry-After"] = str(retry_after)
         return problem_response(

@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
-from pydantic.json_schema import models_json_schema
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from gateway.api.schemas import Problem
 from gateway.api.schemas import Request as RequestModel
@@ -32,7 +32,11 @@ class Call:
     """One request as a handler sees it: parsed and validated already."""
 
     def __init__(
-        self, request: web.Request, principal: Principal | None, body: BaseModel | None, query: BaseModel | None
+        self,
+        request: web.Request,
+        principal: Principal | None,
+        body: BaseModel | None,
+        query: BaseModel | None,
     ) -> None:
         self.request = request
         self._principal = principal
@@ -70,7 +74,7 @@ class Call:
     @property
     def address(self) -> str:
         """The client's address, as resolved by the address middleware."""
-        return self.request.get(CLIENT_ADDRESS, self.request.remote or "")
+        return self.request.get(CLIENT_ADDRESS) or self.request.remote or ""
 
 
 Result = BaseModel | Reply | web.StreamResponse | None
@@ -119,7 +123,9 @@ class Api:
 
         def register(handler: Handler) -> Handler:
             self.operations.append(
-                Operation(method, path, summary, tag, handler, body, query, response, status, auth, other_statuses)
+                Operation(
+                    method, path, summary, tag, handler, body, query, response, status, auth, other_statuses
+                )
             )
             return handler
 
@@ -135,10 +141,10 @@ class Api:
         models: set[type[BaseModel]] = {Problem}
         for op in self.operations:
             models.update(m for m in (op.body, op.response) if m is not None)
-        keyed = [(m, "validation" if issubclass(m, RequestModel) else "serialization") for m in models]
-        refs, defs = models_json_schema(
-            sorted(keyed, key=lambda item: item[0].__name__), ref_template="#/components/schemas/{model}"
-        )
+        keyed: list[tuple[type[BaseModel], JsonSchemaMode]] = [
+            (m, _mode(m)) for m in sorted(models, key=lambda m: m.__name__)
+        ]
+        refs, defs = models_json_schema(keyed, ref_template="#/components/schemas/{model}")
         paths: dict[str, dict[str, Any]] = {}
         for op in self.operations:
             paths.setdefault(op.path, {})[op.method.lower()] = _operation_doc(op, refs)
@@ -153,10 +159,14 @@ class Api:
         }
 
 
+def _mode(model: type[BaseModel]) -> JsonSchemaMode:
+    """Requests are documented as they validate, responses as they serialise."""
+    return "validation" if issubclass(model, RequestModel) else "serialization"
+
+
 def _operation_doc(op: Operation, refs: dict[Any, Any]) -> dict[str, Any]:
     def ref(model: type[BaseModel]) -> dict[str, Any]:
-        mode = "validation" if issubclass(model, RequestModel) else "serialization"
-        return {"content": {"application/json": {"schema": refs[(model, mode)]}}}
+        return {"content": {"application/json": {"schema": refs[(model, _mode(model))]}}}
 
     problem = {"content": {"application/problem+json": {"schema": refs[(Problem, "serialization")]}}}
     responses: dict[str, Any] = {}
@@ -179,7 +189,9 @@ def _operation_doc(op: Operation, refs: dict[Any, Any]) -> dict[str, Any]:
     if op.query is not None:
         schema = op.query.model_json_schema()
         for name, prop in schema.get("properties", {}).items():
-            params.append({"name": name, "in": "query", "required": name in schema.get("required", []), "schema": prop})
+            params.append(
+                {"name": name, "in": "query", "required": name in schema.get("required", []), "schema": prop}
+            )
     if params:
         doc["parameters"] = params
     if op.body is not None:
@@ -193,7 +205,9 @@ def _path_params(path: str) -> list[str]:
     return [part[1:-1] for part in path.split("/") if part.startswith("{") and part.endswith("}")]
 
 
-def _view(op: Operation, authenticate: Authenticate) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+def _view(
+    op: Operation, authenticate: Authenticate
+) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     async def view(request: web.Request) -> web.StreamResponse:
         principal = await _principal(request, authenticate) if op.auth else None
         body = await _parse_body(request, op.body) if op.body is not None else None
@@ -203,10 +217,9 @@ def _view(op: Operation, authenticate: Authenticate) -> Callable[[web.Request], 
             return web.Response(status=op.status)
         if isinstance(result, web.StreamResponse):
             return result
-        status = op.status
         if isinstance(result, Reply):
-            result, status = result.body, result.status
-        return web.json_response(text=result.model_dump_json(), status=status)
+            return web.json_response(text=result.body.model_dump_json(), status=result.status)
+        return web.json_response(text=result.model_dump_json(), status=op.status)
 
     view.__name__ = op.handler.__name__
     return view
@@ -215,14 +228,17 @@ def _view(op: Operation, authenticate: Authenticate) -> Callable[[web.Request], 
 async def _principal(request: web.Request, authenticate: Authenticate) -> Principal:
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token:
-        raise Unauthenticated("missing_token", "send 'Authorization: Bearer <token>' (from POST /v1/sessions)")
+        raise Unauthenticated(
+            "missing_token", "send 'Authorization: Bearer <token>' (from POST /v1/sessions)"
+        )
     return await authenticate(request, token.strip())
 
 
 async def _parse_body(request: web.Request, model: type[M]) -> M:
     if request.content_type != "application/json":
         raise MalformedRequest(
-            "unsupported_media_type", f"send the body as application/json, not {request.content_type or 'nothing'}"
+            "unsupported_media_type",
+            f"send the body as application/json, not {request.content_type or 'nothing'}",
         )
     try:
         raw = await request.read()

@@ -11,6 +11,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.adapters.db.tables import accounts, guardian_consents, sessions, verification_codes
+from gateway.adapters.senders import DeliveryFailed
 from gateway.config import Settings
 from gateway.domain.accounts import (
     AgeDecision,
@@ -21,13 +22,13 @@ from gateway.domain.accounts import (
     password_problem,
 )
 from gateway.domain.credentials import keyed_digest
-from gateway.errors import Forbidden, InvalidRequest, NotFound, RateLimited, Unauthenticated
+from gateway.errors import Forbidden, InvalidRequest, NotFound, RateLimited, Unauthenticated, Unavailable
 from gateway.ports import Clock, Message, MessageSender, PasswordHasher
 from gateway.services import audit
 from gateway.services.throttle import Window
 
 log = logging.getLogger(__name__)
-TOKEN_PREFIX = "cg_"
+TOKEN_PREFIX = "cg_"  # noqa: S105 - a public prefix that marks camgate tokens, not a secret
 
 
 @dataclass(frozen=True)
@@ -159,7 +160,9 @@ class AccountService:
                 }
                 if existing is None:
                     account_id = str(uuid.uuid4())
-                    await conn.execute(insert(accounts).values(id=account_id, **{column.name: ident.value}, **values))
+                    await conn.execute(
+                        insert(accounts).values(id=account_id, **{column.name: ident.value}, **values)
+                    )
                 else:
                     account_id = existing["id"]
                     await conn.execute(update(accounts).where(accounts.c.id == account_id).values(**values))
@@ -173,8 +176,19 @@ class AccountService:
                         )
                     )
                 message = await self._new_code(conn, account_id, ident, now)
-        await self._senders[ident.channel].send(message)
+        await self._deliver(message)
         return ident
+
+    async def _deliver(self, message: Message) -> None:
+        try:
+            await self._senders[message.channel].send(message)
+        except DeliveryFailed as exc:
+            log.warning("code delivery failed: %s", exc)  # the exception names the provider, not the code
+            raise Unavailable(
+                "code_delivery_failed",
+                "the code could not be sent; ask for a new one in a minute",
+                retry_after=60,
+            ) from None
 
     def _check_sign_up(self, form: SignUp, ident: Identifier) -> None:
         if form.region not in self._settings.regions:
@@ -243,7 +257,7 @@ class AccountService:
             if row is not None and row.status == "pending":
                 message = await self._new_code(conn, row.id, ident, now)
         if message is not None:
-            await self._senders[ident.channel].send(message)
+            await self._deliver(message)
 
     async def confirm(self, raw_identifier: str, code: str, *, address: str) -> Account:
         """Activates a pending account with its one-time code."""
@@ -286,7 +300,9 @@ class AccountService:
                     update(verification_codes).where(verification_codes.c.id == vc.id).values(used_at=now)
                 )
                 await conn.execute(
-                    update(accounts).where(accounts.c.id == acct["id"]).values(status="active", confirmed_at=now)
+                    update(accounts)
+                    .where(accounts.c.id == acct["id"])
+                    .values(status="active", confirmed_at=now)
                 )
                 await audit.record(
                     conn,
@@ -310,7 +326,9 @@ class AccountService:
                 wait = await window.retry_after(conn, key, now)
                 if wait is not None:
                     raise RateLimited(
-                        "too_many_login_attempts", "too many failed log-ins; try again later", retry_after=wait
+                        "too_many_login_attempts",
+                        "too many failed log-ins; try again later",
+                        retry_after=wait,
                     )
             row = (
                 await conn.execute(
@@ -327,7 +345,12 @@ class AccountService:
                 await self._login_addr.hit(conn, address, now)
                 if row is not None:
                     await audit.record(
-                        conn, account_id=row.id, actor="anonymous", action="login.failed", at=now, address=address
+                        conn,
+                        account_id=row.id,
+                        actor="anonymous",
+                        action="login.failed",
+                        at=now,
+                        address=address,
                     )
                 fail = True
             else:
@@ -338,7 +361,9 @@ class AccountService:
         if row.status != "active":
             raise Forbidden("account_not_confirmed", "confirm the account with the code sent to you first")
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-        session = NewSession(token, str(uuid.uuid4()), now + timedelta(days=self._settings.security.token_ttl_days))
+        session = NewSession(
+            token, str(uuid.uuid4()), now + timedelta(days=self._settings.security.token_ttl_days)
+        )
         async with self._db.begin() as conn:
             await self._login_ident.clear(conn, ident.value)
             await conn.execute(

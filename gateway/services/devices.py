@@ -53,7 +53,9 @@ class DeviceService:
             wait = await self._per_account.retry_after(conn, account_id, now)
             if wait is not None:
                 raise RateLimited(
-                    "bind_rate_limited", "too many failed binding attempts from this account", retry_after=wait
+                    "bind_rate_limited",
+                    "too many failed binding attempts from this account",
+                    retry_after=wait,
                 )
             row = (await conn.execute(select(devices).where(devices.c.serial == serial))).mappings().first()
             stored = row["code_hash"] if row is not None else self._decoy_hash
@@ -65,13 +67,20 @@ class DeviceService:
                 owner_account_id=row["owner_account_id"] if row is not None else None,
                 recent_failures_for_serial=failures,
             )
-            outcome = decide_bind(facts, caller_account_id=account_id, lockout_threshold=self._per_serial.limit)
+            outcome = decide_bind(
+                facts, caller_account_id=account_id, lockout_threshold=self._per_serial.limit
+            )
             if outcome is BindOutcome.LOCKED:
                 retry = await self._per_serial.retry_after(conn, serial, now) or self._per_serial.seconds
                 await audit.record(
-                    conn, account_id=account_id, actor=actor, action="device.bind_locked",
-                    detail={"serial": serial}, at=now, address=address,
-                )  # fmt: skip
+                    conn,
+                    account_id=account_id,
+                    actor=actor,
+                    action="device.bind_locked",
+                    detail={"serial": serial},
+                    at=now,
+                    address=address,
+                )
                 locked = Locked(
                     "device_locked",
                     "too many wrong codes for this serial; binding it is paused",
@@ -81,15 +90,22 @@ class DeviceService:
                 await self._per_serial.hit(conn, serial, now)
                 await self._per_account.hit(conn, account_id, now)
                 await audit.record(
-                    conn, account_id=account_id, actor=actor, action="device.bind_failed",
-                    detail={"serial": serial}, at=now, address=address,
-                )  # fmt: skip
+                    conn,
+                    account_id=account_id,
+                    actor=actor,
+                    action="device.bind_failed",
+                    detail={"serial": serial},
+                    at=now,
+                    address=address,
+                )
         # Refusals are raised after the block so that their counters and audit entries commit.
         if outcome is BindOutcome.LOCKED:
             raise locked
         if outcome is BindOutcome.REJECTED:
             # One answer for an unknown serial and a wrong code: same status, body and work done.
-            raise InvalidRequest("invalid_serial_or_code", "the serial number or the verification code is wrong")
+            raise InvalidRequest(
+                "invalid_serial_or_code", "the serial number or the verification code is wrong"
+            )
         assert row is not None
         if outcome is BindOutcome.BOUND_ELSEWHERE:
             raise Conflict(
@@ -107,19 +123,32 @@ class DeviceService:
                     raise Conflict("device_bound_elsewhere", "this camera was just bound to another account")
                 await self._per_serial.clear(conn, serial)
                 await audit.record(
-                    conn, account_id=account_id, actor=actor, action="device.bound",
-                    target_type="device", target_id=row["id"], detail={"serial": serial}, at=now, address=address,
-                )  # fmt: skip
+                    conn,
+                    account_id=account_id,
+                    actor=actor,
+                    action="device.bound",
+                    target_type="device",
+                    target_id=row["id"],
+                    detail={"serial": serial},
+                    at=now,
+                    address=address,
+                )
         return outcome, await self.get(account_id, row["id"])
 
     async def get(self, account_id: str, device_id: str) -> Device:
         """One of the caller's devices; another account's device is NotFound, like a missing one."""
         async with self._db.connect() as conn:
             row = (
-                await conn.execute(
-                    select(devices).where(devices.c.id == device_id, devices.c.owner_account_id == account_id)
+                (
+                    await conn.execute(
+                        select(devices).where(
+                            devices.c.id == device_id, devices.c.owner_account_id == account_id
+                        )
+                    )
                 )
-            ).mappings().first()
+                .mappings()
+                .first()
+            )
         if row is None:
             raise NotFound("device_not_found", "no such device")
         return Device(row["id"], row["serial"], row["model"], row["name"], row["bound_at"])
@@ -129,7 +158,9 @@ class DeviceService:
         async with self._db.connect() as conn:
             rows = (
                 await conn.execute(
-                    select(devices).where(devices.c.owner_account_id == account_id).order_by(devices.c.bound_at)
+                    select(devices)
+                    .where(devices.c.owner_account_id == account_id)
+                    .order_by(devices.c.bound_at)
                 )
             ).mappings()
             return [Device(r["id"], r["serial"], r["model"], r["name"], r["bound_at"]) for r in rows]
@@ -158,13 +189,17 @@ class DeviceService:
             if result.rowcount == 0:
                 raise NotFound("device_not_found", "no such device")
             await audit.record(
-                conn, account_id=account_id, actor=f"account:{account_id}", action="device.unbound",
-                target_type="device", target_id=device_id, at=now, address=address,
-            )  # fmt: skip
+                conn,
+                account_id=account_id,
+                actor=f"account:{account_id}",
+                action="device.unbound",
+                target_type="device",
+                target_id=device_id,
+                at=now,
+                address=address,
+            )
 
 
 def new_device_id() -> str:
     """A fresh public device id."""
     return str(uuid.uuid4())
-
-

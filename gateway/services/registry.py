@@ -69,7 +69,9 @@ async def import_registry(
             )
             fresh = [row for _, row in batch if row.serial not in taken]
             report.rejected.extend(
-                Rejection(line, row.serial, "serial already registered") for line, row in batch if row.serial in taken
+                Rejection(line, row.serial, "serial already registered")
+                for line, row in batch
+                if row.serial in taken
             )
             values = await asyncio.to_thread(_hashed, pepper, fresh)  # PBKDF2 is CPU work
             now = clock.now()

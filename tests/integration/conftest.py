@@ -1,6 +1,6 @@
 """The app under test on a real database: every API test runs on SQLite and on PostgreSQL."""
 
-from collections.abc import AsyncIterator, Callable, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -66,9 +66,7 @@ async def services(settings: Settings, clock: ManualClock) -> AsyncIterator[Serv
 
 
 @pytest.fixture
-async def client(
-    aiohttp_client: Callable[..., Awaitable[TestClient]], services: Services
-) -> TestClient:
+async def client(aiohttp_client: Callable[..., Awaitable[TestClient]], services: Services) -> TestClient:
     """An HTTP client of the real app."""
     return await aiohttp_client(create_app(services))
 
@@ -78,7 +76,15 @@ async def fleet(services: Services) -> list[SimDevice]:
     """Ten simulated cameras imported through the registry service."""
     devices = new_fleet(10)
     rows = [
-        (i + 2, {"serial": d.serial, "verification_code": d.code, "model": d.model, "broker_secret": d.broker_secret})
+        (
+            i + 2,
+            {
+                "serial": d.serial,
+                "verification_code": d.code,
+                "model": d.model,
+                "broker_secret": d.broker_secret,
+            },
+        )
         for i, d in enumerate(devices)
     ]
     report = await import_registry(services.engine, services.pepper, services.clock, rows)

@@ -43,7 +43,9 @@ async def test_wrong_codes_void_the_code_after_five_attempts(client: TestClient,
         assert resp.status == 422 and (await resp.json())["code"] == "invalid_code"
     resp = await client.post("/v1/accounts/confirm", json={"identifier": "cy@example.com", "code": code})
     assert resp.status == 422, "the right code after five wrong ones must be refused"
-    assert (await client.post("/v1/accounts/resend-code", json={"identifier": "cy@example.com"})).status == 202
+    assert (
+        await client.post("/v1/accounts/resend-code", json={"identifier": "cy@example.com"})
+    ).status == 202
     fresh = last_code(mailbox, "cy@example.com")
     resp = await client.post("/v1/accounts/confirm", json={"identifier": "cy@example.com", "code": fresh})
     assert resp.status == 200
@@ -60,7 +62,9 @@ async def test_codes_expire(client: TestClient, mailbox: Path, clock: ManualCloc
 async def test_sign_up_does_not_reveal_existing_accounts(client: TestClient, mailbox: Path) -> None:
     await new_user(client, mailbox, "ed@example.com")
     fresh = await client.post("/v1/accounts", json=sign_up_body("new@example.com"))
-    taken = await client.post("/v1/accounts", json=sign_up_body("ed@example.com", password="another passphrase"))
+    taken = await client.post(
+        "/v1/accounts", json=sign_up_body("ed@example.com", password="another passphrase")
+    )
     assert fresh.status == taken.status == 202
     assert (await fresh.json())["detail"] == (await taken.json())["detail"]
     notice = sorted((mailbox / "ed@example.com").glob("*.txt"), key=lambda p: p.stat().st_mtime_ns)[-1]
@@ -78,7 +82,8 @@ async def test_age_rule(client: TestClient, services: Services) -> None:
     assert teen.status == 422 and (await teen.json())["code"] == "guardian_consent_required"
     consent = {"guardian_name": "Pat Doe", "guardian_contact": "pat@example.com", "consent": True}
     teen = await client.post(
-        "/v1/accounts", json=sign_up_body("teen@example.com", birth_date="2010-01-01", guardian_consent=consent)
+        "/v1/accounts",
+        json=sign_up_body("teen@example.com", birth_date="2010-01-01", guardian_consent=consent),
     )
     assert teen.status == 202
     async with services.engine.connect() as conn:
@@ -86,7 +91,8 @@ async def test_age_rule(client: TestClient, services: Services) -> None:
     assert recorded.guardian_name == "Pat Doe" and recorded.recorded_at is not None
     no_consent = {**consent, "consent": False}
     resp = await client.post(
-        "/v1/accounts", json=sign_up_body("t2@example.com", birth_date="2010-01-01", guardian_consent=no_consent)
+        "/v1/accounts",
+        json=sign_up_body("t2@example.com", birth_date="2010-01-01", guardian_consent=no_consent),
     )
     assert resp.status == 422 and (await resp.json())["code"] == "validation_failed"
 
@@ -105,10 +111,14 @@ async def test_sign_up_refusals_have_stable_codes(client: TestClient) -> None:
         assert resp.status == 422 and problem["code"] == code, (code, problem)
 
 
-async def test_log_in_is_throttled_per_identifier(client: TestClient, mailbox: Path, clock: ManualClock) -> None:
+async def test_log_in_is_throttled_per_identifier(
+    client: TestClient, mailbox: Path, clock: ManualClock
+) -> None:
     await new_user(client, mailbox, "fi@example.com")
     for _ in range(5):
-        resp = await client.post("/v1/sessions", json={"identifier": "fi@example.com", "password": "wrong pass 123"})
+        resp = await client.post(
+            "/v1/sessions", json={"identifier": "fi@example.com", "password": "wrong pass 123"}
+        )
         assert resp.status == 401 and (await resp.json())["code"] == "invalid_credentials"
     blocked = await client.post("/v1/sessions", json={"identifier": "fi@example.com", "password": PASSWORD})
     assert blocked.status == 429 and (await blocked.json())["code"] == "too_many_login_attempts"
@@ -120,8 +130,12 @@ async def test_log_in_is_throttled_per_identifier(client: TestClient, mailbox: P
 
 async def test_unknown_identifier_and_wrong_password_look_alike(client: TestClient, mailbox: Path) -> None:
     await new_user(client, mailbox, "gu@example.com")
-    wrong = await client.post("/v1/sessions", json={"identifier": "gu@example.com", "password": "wrong pass 123"})
-    unknown = await client.post("/v1/sessions", json={"identifier": "zz@example.com", "password": "wrong pass 123"})
+    wrong = await client.post(
+        "/v1/sessions", json={"identifier": "gu@example.com", "password": "wrong pass 123"}
+    )
+    unknown = await client.post(
+        "/v1/sessions", json={"identifier": "zz@example.com", "password": "wrong pass 123"}
+    )
     assert wrong.status == unknown.status == 401
     assert await wrong.json() == await unknown.json()
 

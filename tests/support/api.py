@@ -25,7 +25,13 @@ def last_code(mailbox: Path, identifier: str) -> str:
 
 def sign_up_body(identifier: str, **overrides: Any) -> dict[str, Any]:
     """A valid sign-up body for an adult in region sg."""
-    return {"identifier": identifier, "password": PASSWORD, "birth_date": "1990-05-17", "region": "sg", **overrides}
+    return {
+        "identifier": identifier,
+        "password": PASSWORD,
+        "birth_date": "1990-05-17",
+        "region": "sg",
+        **overrides,
+    }
 
 
 async def new_user(client: TestClient, mailbox: Path, identifier: str) -> str:

@@ -48,14 +48,37 @@ def _private_cluster(tmp: Path) -> tuple[str, list[str]]:
         shutil.chown(tmp, "postgres")
         as_user = ["runuser", "-u", "postgres", "--"]
     port = _free_port()
-    subprocess.run([*as_user, str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"],
-                   check=True, capture_output=True)  # fmt: skip
+    subprocess.run(
+        [*as_user, str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"],
+        check=True,
+        capture_output=True,
+    )
     options = f"-p {port} -k {tmp} -c listen_addresses=127.0.0.1 -c fsync=off"
-    subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-o", options, "-w", "-l",
-                    str(tmp / "log"), "start"], check=True, capture_output=True)  # fmt: skip
+    subprocess.run(
+        [
+            *as_user,
+            str(bindir / "pg_ctl"),
+            "-D",
+            str(data),
+            "-o",
+            options,
+            "-w",
+            "-l",
+            str(tmp / "log"),
+            "start",
+        ],
+        check=True,
+        capture_output=True,
+    )
     return f"postgresql://postgres@127.0.0.1:{port}/postgres", [
-        *as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop",
-    ]  # fmt: skip
+        *as_user,
+        str(bindir / "pg_ctl"),
+        "-D",
+        str(data),
+        "-m",
+        "fast",
+        "stop",
+    ]
 
 
 @pytest.fixture(scope="session")

@@ -26,7 +26,9 @@ def test_identifiers_are_normalised(raw: str, channel: Channel, value: str) -> N
     assert (ident.channel, ident.value) == (channel, value)
 
 
-@pytest.mark.parametrize("raw", ["", "me@", "@example.com", "me@localhost", "91234567", "+0123456789", "a b@c.d"])
+@pytest.mark.parametrize(
+    "raw", ["", "me@", "@example.com", "me@localhost", "91234567", "+0123456789", "a b@c.d"]
+)
 def test_bad_identifiers_are_refused(raw: str) -> None:
     with pytest.raises(ValueError):
         parse_identifier(raw)

@@ -14,7 +14,7 @@ def test_defaults_load() -> None:
 
 def test_unknown_keys_are_rejected_with_their_path(tmp_path: Path) -> None:
     cfg = tmp_path / "camgate.toml"
-    cfg.write_text('[http]\nprot = 8080\n')
+    cfg.write_text("[http]\nprot = 8080\n")
     with pytest.raises(ConfigError, match=r"http\.prot: Extra inputs are not permitted"):
         load_settings(cfg)
 

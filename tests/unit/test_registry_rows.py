@@ -2,7 +2,12 @@ import pytest
 
 from gateway.domain.registry import validate_row
 
-GOOD = {"serial": "cg12345678", "verification_code": "ab2-cd3", "model": "CG-Dome 2", "broker_secret": "s" * 20}
+GOOD = {
+    "serial": "cg12345678",
+    "verification_code": "ab2-cd3",
+    "model": "CG-Dome 2",
+    "broker_secret": "s" * 20,
+}
 
 
 def test_valid_row_is_normalised() -> None:

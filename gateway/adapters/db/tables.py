@@ -73,7 +73,9 @@ guardian_consents = Table(
     "guardian_consents",
     metadata,
     Column("id", BigId, primary_key=True, autoincrement=True),
-    Column("account_id", String(36), ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column(
+        "account_id", String(36), ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False, index=True
+    ),
     Column("guardian_name", String(100), nullable=False),
     Column("guardian_contact", String(254), nullable=False),
     Column("recorded_at", UtcDateTime, nullable=False),
@@ -83,7 +85,9 @@ verification_codes = Table(
     "verification_codes",
     metadata,
     Column("id", BigId, primary_key=True, autoincrement=True),
-    Column("account_id", String(36), ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column(
+        "account_id", String(36), ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False, index=True
+    ),
     Column("code_hash", String(64), nullable=False),
     Column("expires_at", UtcDateTime, nullable=False),
     Column("attempts", Integer, nullable=False, server_default="0"),
@@ -95,7 +99,9 @@ sessions = Table(
     "sessions",
     metadata,
     Column("id", String(36), primary_key=True),
-    Column("account_id", String(36), ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column(
+        "account_id", String(36), ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False, index=True
+    ),
     Column("token_hash", String(64), nullable=False, unique=True),
     Column("user_agent", String(200), nullable=False, server_default=""),
     Column("created_at", UtcDateTime, nullable=False),
@@ -140,5 +146,3 @@ audit_log = Table(
     Column("address", String(64), nullable=False, server_default=""),
     Column("at", UtcDateTime, nullable=False),
 )
-
-

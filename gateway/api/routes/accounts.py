@@ -11,15 +11,29 @@ def account_out(acct: Account) -> s.AccountOut:
     return s.AccountOut.model_validate(acct, from_attributes=True)
 
 
-@api.route("GET", "/v1/regions", summary="List the regions an account can live in", tag="accounts",
-           response=s.RegionList, auth=False)  # fmt: skip
+@api.route(
+    "GET",
+    "/v1/regions",
+    summary="List the regions an account can live in",
+    tag="accounts",
+    response=s.RegionList,
+    auth=False,
+)
 async def list_regions(call: Call) -> s.RegionList:
     regions = services(call).settings.regions
     return s.RegionList(items=[s.RegionOut(id=k, display_name=v.display_name) for k, v in regions.items()])
 
 
-@api.route("POST", "/v1/accounts", summary="Sign up; a one-time code is sent to the identifier", tag="accounts",
-           body=s.SignUpIn, response=s.SignUpAccepted, status=202, auth=False)  # fmt: skip
+@api.route(
+    "POST",
+    "/v1/accounts",
+    summary="Sign up; a one-time code is sent to the identifier",
+    tag="accounts",
+    body=s.SignUpIn,
+    response=s.SignUpAccepted,
+    status=202,
+    auth=False,
+)
 async def sign_up(call: Call) -> s.SignUpAccepted:
     form = call.body(s.SignUpIn)
     guardian = form.guardian_consent
@@ -41,53 +55,97 @@ async def sign_up(call: Call) -> s.SignUpAccepted:
     )
 
 
-@api.route("POST", "/v1/accounts/confirm", summary="Confirm a new account with its one-time code",
-           tag="accounts", body=s.ConfirmIn, response=s.AccountOut, auth=False)  # fmt: skip
+@api.route(
+    "POST",
+    "/v1/accounts/confirm",
+    summary="Confirm a new account with its one-time code",
+    tag="accounts",
+    body=s.ConfirmIn,
+    response=s.AccountOut,
+    auth=False,
+)
 async def confirm_account(call: Call) -> s.AccountOut:
     form = call.body(s.ConfirmIn)
-    return account_out(await services(call).accounts.confirm(form.identifier, form.code, address=call.address))
+    return account_out(
+        await services(call).accounts.confirm(form.identifier, form.code, address=call.address)
+    )
 
 
-@api.route("POST", "/v1/accounts/resend-code", summary="Send a fresh one-time code", tag="accounts",
-           body=s.IdentifierIn, status=202, auth=False)  # fmt: skip
+@api.route(
+    "POST",
+    "/v1/accounts/resend-code",
+    summary="Send a fresh one-time code",
+    tag="accounts",
+    body=s.IdentifierIn,
+    status=202,
+    auth=False,
+)
 async def resend_code(call: Call) -> None:
     await services(call).accounts.resend_code(call.body(s.IdentifierIn).identifier)
     return None
 
 
-@api.route("POST", "/v1/sessions", summary="Log in: exchange identifier and password for a bearer token",
-           tag="sessions", body=s.LoginIn, response=s.SessionCreated, status=201, auth=False)  # fmt: skip
+@api.route(
+    "POST",
+    "/v1/sessions",
+    summary="Log in: exchange identifier and password for a bearer token",
+    tag="sessions",
+    body=s.LoginIn,
+    response=s.SessionCreated,
+    status=201,
+    auth=False,
+)
 async def log_in(call: Call) -> s.SessionCreated:
     form = call.body(s.LoginIn)
     session = await services(call).accounts.login(
-        form.identifier, form.password, address=call.address, user_agent=call.request.headers.get("User-Agent", "")
+        form.identifier,
+        form.password,
+        address=call.address,
+        user_agent=call.request.headers.get("User-Agent", ""),
     )
     return s.SessionCreated(token=session.token, session_id=session.session_id, expires_at=session.expires_at)
 
 
-@api.route("GET", "/v1/sessions", summary="List the account's open sessions", tag="sessions",
-           response=s.SessionList)  # fmt: skip
+@api.route(
+    "GET", "/v1/sessions", summary="List the account's open sessions", tag="sessions", response=s.SessionList
+)
 async def list_sessions(call: Call) -> s.SessionList:
     items = await services(call).accounts.list_sessions(call.account_id)
     current = call.principal.session_id
     return s.SessionList(
         items=[
-            s.SessionOut(id=i.id, user_agent=i.user_agent, created_at=i.created_at, expires_at=i.expires_at,
-                         current=i.id == current)
+            s.SessionOut(
+                id=i.id,
+                user_agent=i.user_agent,
+                created_at=i.created_at,
+                expires_at=i.expires_at,
+                current=i.id == current,
+            )
             for i in items
         ]
-    )  # fmt: skip
+    )
 
 
-@api.route("DELETE", "/v1/sessions/current", summary="Log out (revoke this token)", tag="sessions", status=204)
+@api.route(
+    "DELETE", "/v1/sessions/current", summary="Log out (revoke this token)", tag="sessions", status=204
+)
 async def log_out(call: Call) -> None:
-    await services(call).accounts.revoke_session(call.account_id, call.principal.session_id, address=call.address)
+    await services(call).accounts.revoke_session(
+        call.account_id, call.principal.session_id, address=call.address
+    )
 
 
-@api.route("DELETE", "/v1/sessions/{session_id}", summary="Revoke one of the account's sessions",
-           tag="sessions", status=204)  # fmt: skip
+@api.route(
+    "DELETE",
+    "/v1/sessions/{session_id}",
+    summary="Revoke one of the account's sessions",
+    tag="sessions",
+    status=204,
+)
 async def revoke_session(call: Call) -> None:
-    await services(call).accounts.revoke_session(call.account_id, call.path("session_id"), address=call.address)
+    await services(call).accounts.revoke_session(
+        call.account_id, call.path("session_id"), address=call.address
+    )
 
 
 @api.route("GET", "/v1/me", summary="Read the profile", tag="accounts", response=s.AccountOut)
@@ -95,8 +153,14 @@ async def read_profile(call: Call) -> s.AccountOut:
     return account_out(await services(call).accounts.get(call.account_id))
 
 
-@api.route("PATCH", "/v1/me", summary="Correct the profile", tag="accounts", body=s.ProfilePatch,
-           response=s.AccountOut)  # fmt: skip
+@api.route(
+    "PATCH",
+    "/v1/me",
+    summary="Correct the profile",
+    tag="accounts",
+    body=s.ProfilePatch,
+    response=s.AccountOut,
+)
 async def correct_profile(call: Call) -> s.AccountOut:
     patch = call.body(s.ProfilePatch)
     acct = await services(call).accounts.correct(

@@ -7,8 +7,14 @@ from gateway.errors import InvalidRequest
 from gateway.services import audit
 
 
-@api.route("GET", "/v1/audit", summary="Read the audit log of sensitive actions on the account", tag="audit",
-           query=s.PageQuery, response=s.AuditPage)  # fmt: skip
+@api.route(
+    "GET",
+    "/v1/audit",
+    summary="Read the audit log of sensitive actions on the account",
+    tag="audit",
+    query=s.PageQuery,
+    response=s.AuditPage,
+)
 async def read_audit(call: Call) -> s.AuditPage:
     q = call.query(s.PageQuery)
     before = None

@@ -12,8 +12,16 @@ def device_out(device: Device) -> s.DeviceOut:
     return s.DeviceOut.model_validate(device, from_attributes=True)
 
 
-@api.route("POST", "/v1/devices", summary="Bind a camera by serial number and label verification code",
-           tag="devices", body=s.BindIn, response=s.BindOut, status=201, other_statuses=(200,))  # fmt: skip
+@api.route(
+    "POST",
+    "/v1/devices",
+    summary="Bind a camera by serial number and label verification code",
+    tag="devices",
+    body=s.BindIn,
+    response=s.BindOut,
+    status=201,
+    other_statuses=(200,),
+)
 async def bind_device(call: Call) -> Reply:
     form = call.body(s.BindIn)
     outcome, device = await services(call).devices.bind(
@@ -33,8 +41,14 @@ async def read_device(call: Call) -> s.DeviceOut:
     return device_out(await services(call).devices.get(call.account_id, call.path("device_id")))
 
 
-@api.route("PATCH", "/v1/devices/{device_id}", summary="Rename a device", tag="devices", body=s.DevicePatch,
-           response=s.DeviceOut)  # fmt: skip
+@api.route(
+    "PATCH",
+    "/v1/devices/{device_id}",
+    summary="Rename a device",
+    tag="devices",
+    body=s.DevicePatch,
+    response=s.DeviceOut,
+)
 async def rename_device(call: Call) -> s.DeviceOut:
     name = call.body(s.DevicePatch).name
     return device_out(await services(call).devices.rename(call.account_id, call.path("device_id"), name))

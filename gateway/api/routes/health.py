@@ -9,13 +9,22 @@ from gateway.api.routing import Call, Reply
 from gateway.api.state import api, services
 
 
-@api.route("GET", "/healthz", summary="Liveness: the process answers", tag="ops", response=s.Health, auth=False)
+@api.route(
+    "GET", "/healthz", summary="Liveness: the process answers", tag="ops", response=s.Health, auth=False
+)
 async def liveness(call: Call) -> s.Health:
     return s.Health(status="ok")
 
 
-@api.route("GET", "/readyz", summary="Readiness: the database answers", tag="ops", response=s.Health,
-           auth=False, other_statuses=(503,))  # fmt: skip
+@api.route(
+    "GET",
+    "/readyz",
+    summary="Readiness: the database answers",
+    tag="ops",
+    response=s.Health,
+    auth=False,
+    other_statuses=(503,),
+)
 async def readiness(call: Call) -> s.Health | Reply:
     try:
         async with services(call).engine.connect() as conn:

@@ -1,0 +1,83 @@
+"""Walks every operation of the OpenAPI document as a second account, with the first account's ids:
+nothing of the first account may be seen or changed, and its ids answer 404."""
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+
+from device_sim.registry import SimDevice
+from tests.support.api import auth, new_user
+
+# A valid body for each request schema, so each operation gets past validation to the ownership check.
+BODIES: dict[str, dict[str, Any]] = {
+    "BindIn": {"serial": "CGNOTMINE000", "code": "AAAAAA"},
+    "DevicePatch": {"name": "stolen"},
+    "ProfilePatch": {"display_name": "renamed"},
+    "SignUpIn": {
+        "identifier": "walker@example.com",
+        "password": "a long passphrase",
+        "birth_date": "1990-01-01",
+        "region": "sg",
+    },
+    "ConfirmIn": {"identifier": "walker@example.com", "code": "000000"},
+    "IdentifierIn": {"identifier": "walker@example.com"},
+    "LoginIn": {"identifier": "walker@example.com", "password": "a long passphrase"},
+}
+NOT_OWNED = {"/v1/sessions/current"}  # acts on the caller's own session by definition
+
+
+async def test_second_account_sees_nothing_of_the_first(
+    client: TestClient, mailbox: Path, fleet: list[SimDevice]
+) -> None:
+    alice = await new_user(client, mailbox, "alice@example.com")
+    bind = await client.post(
+        "/v1/devices",
+        json={"serial": fleet[0].serial, "code": fleet[0].code, "name": "Alice porch"},
+        headers=auth(alice),
+    )
+    device = (await bind.json())["device"]
+    me = await (await client.get("/v1/me", headers=auth(alice))).json()
+    session_id = (await (await client.get("/v1/sessions", headers=auth(alice))).json())["items"][0]["id"]
+    ids = {"device_id": device["id"], "session_id": session_id}
+    secrets_of_alice = [
+        device["id"],
+        fleet[0].serial,
+        "Alice porch",
+        me["id"],
+        "alice@example.com",
+        session_id,
+    ]
+
+    mallory = await new_user(client, mailbox, "mallory@example.com")
+    doc = await (await client.get("/v1/openapi.json")).json()
+    walked = 0
+    for path, methods in doc["paths"].items():
+        for method, op in methods.items():
+            if path in NOT_OWNED:
+                continue
+            params = re.findall(r"{(\w+)}", path)
+            assert set(params) <= ids.keys(), f"no id of the first account for {params} in {path}: extend ids"
+            url = path.format(**ids)
+            body = None
+            if "requestBody" in op:
+                name = op["requestBody"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
+                assert name in BODIES, f"no example body for {name}: extend BODIES"
+                body = BODIES[name]
+            resp = await client.request(method.upper(), url, json=body, headers=auth(mallory))
+            text = (await resp.text()).replace(url, "")  # the caller's own URL, echoed as `instance`
+            walked += 1
+            if params:
+                assert resp.status == 404, f"{method.upper()} {url} answered {resp.status}: {text}"
+            for secret in secrets_of_alice:
+                assert secret not in text, f"{method.upper()} {url} leaked {secret!r}"
+
+    assert walked >= 15
+    # and nothing of Alice's changed
+    after = await (await client.get(f"/v1/devices/{device['id']}", headers=auth(alice))).json()
+    assert after == device
+    assert (await client.get("/v1/me", headers=auth(alice))).status == 200
+    alice_log = json.dumps(await (await client.get("/v1/audit", headers=auth(alice))).json())
+    assert "mallory" not in alice_log
