@@ -50,3 +50,9 @@ def test_unreadable_file_is_a_config_error(tmp_path: Path) -> None:
     bad.write_text("[http\n")
     with pytest.raises(ConfigError, match="cannot read config file"):
         load_settings(bad)
+
+
+def test_the_shipped_example_config_loads() -> None:
+    example = Path(__file__).parents[2] / "deploy" / "camgate.example.toml"
+    settings = load_settings(example, security={"secret_key": "x" * 40})
+    assert settings.environment == "production" and settings.notify.smtp is not None
