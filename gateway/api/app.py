@@ -10,6 +10,7 @@ from gateway.api.problems import problems
 from gateway.api.routing import CLIENT_ADDRESS, MAX_BODY_BYTES
 from gateway.api.state import SERVICES, api
 from gateway.bootstrap import Services
+from gateway.jobs import housekeeping
 from gateway.services.accounts import Principal
 
 
@@ -27,6 +28,7 @@ def create_app(services: Services) -> web.Application:
         return await services.accounts.authenticate(token)
 
     api.install(app, authenticate)
+    app.cleanup_ctx.append(housekeeping(services))
     return app
 
 

@@ -1,11 +1,17 @@
 """Every failure is RFC 9457 problem+json with a stable code; health, readiness, metrics and OpenAPI."""
 
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestClient
+from sqlalchemy import func, select
 
+from gateway.adapters.db.tables import throttle_hits
+from gateway.bootstrap import Services
+from gateway.services import throttle
 from tests.support.api import auth, new_user
+from tests.support.clock import ManualClock
 
 
 async def problem(resp: object) -> dict[str, object]:
@@ -125,3 +131,18 @@ async def test_openapi_document(client: TestClient) -> None:
                     assert ref in schemas, (method, path, ref)
     assert doc["paths"]["/v1/devices"]["post"]["requestBody"]["content"]["application/json"]
     assert set(doc["paths"]["/v1/devices"]["post"]["responses"]) == {"200", "201", "default"}
+
+
+async def test_housekeeping_prunes_expired_throttle_entries(
+    client: TestClient, services: Services, clock: ManualClock
+) -> None:
+    for _ in range(3):
+        await client.post(
+            "/v1/sessions", json={"identifier": "nobody@example.com", "password": "wrong pass 123"}
+        )
+    clock.advance(hours=2)  # past the longest window (1 h)
+    async with services.engine.begin() as conn:
+        assert (
+            await throttle.prune(conn, clock.now() - timedelta(hours=1)) == 6
+        )  # identifier + address, 3 each
+        assert (await conn.execute(select(func.count()).select_from(throttle_hits))).scalar() == 0
