@@ -5,6 +5,7 @@ from datetime import UTC, datetime
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     Date,
     DateTime,
@@ -15,6 +16,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    UniqueConstraint,
 )
 from sqlalchemy.types import TypeDecorator
 
@@ -145,4 +147,106 @@ audit_log = Table(
     Column("detail", JSON, nullable=False),
     Column("address", String(64), nullable=False, server_default=""),
     Column("at", UtcDateTime, nullable=False),
+)
+
+# --- alert ingest (issue 3) ----------------------------------------------------------------------
+
+device_presence = Table(
+    "device_presence",
+    metadata,
+    Column("device_id", String(36), ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True),
+    Column("online", Boolean, nullable=False),
+    Column("firmware", String(64)),
+    Column("last_seen_at", UtcDateTime, nullable=False),
+)
+
+alert_settings = Table(
+    "alert_settings",
+    metadata,
+    Column("account_id", String(36), ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True),
+    Column("message_alerts", Boolean, nullable=False),
+    Column("event_kinds", JSON),  # null: every kind
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
+device_alert_settings = Table(
+    "device_alert_settings",
+    metadata,
+    Column("device_id", String(36), ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True),
+    Column(
+        "account_id", String(36), ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False, index=True
+    ),
+    Column("muted", Boolean, nullable=False),
+    Column("snoozed_until", UtcDateTime),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("account_id", String(36), ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    Column("device_id", String(36), ForeignKey("devices.id", ondelete="CASCADE"), nullable=False),
+    Column("camera_event_id", String(64), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("captured_at", UtcDateTime, nullable=False),
+    Column("received_at", UtcDateTime, nullable=False),
+    Column("region", String(16), nullable=False),
+    Column("snapshot_key", String(300), nullable=False),
+    Column("thumbnail_key", String(300), nullable=False),
+    Column("snapshot_bytes", Integer, nullable=False),
+    Column("width", Integer, nullable=False),
+    Column("height", Integer, nullable=False),
+    UniqueConstraint("device_id", "camera_event_id", name="uq_events_device_camera_event"),
+    Index("ix_events_account_captured", "account_id", "captured_at"),
+)
+
+push_targets = Table(
+    "push_targets",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column(
+        "account_id", String(36), ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False, index=True
+    ),
+    Column("kind", String(16), nullable=False),  # webhook (fcm, apns, webpush later)
+    Column("address", String(2000), nullable=False),  # webhook URL / device token / subscription JSON
+    Column("created_at", UtcDateTime, nullable=False),
+)
+
+push_outbox = Table(
+    "push_outbox",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("event_id", String(36), ForeignKey("events.id", ondelete="CASCADE"), nullable=False, unique=True),
+    Column("account_id", String(36), nullable=False, index=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("next_attempt_at", UtcDateTime, nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("claimed_by", String(64)),
+    Column("claimed_until", UtcDateTime),
+    Column("done_at", UtcDateTime),
+    Column("last_error", String(500)),
+    Index("ix_push_outbox_due", "done_at", "next_attempt_at"),
+)
+
+push_deliveries = Table(
+    "push_deliveries",
+    metadata,
+    Column("outbox_id", BigId, ForeignKey("push_outbox.id", ondelete="CASCADE"), primary_key=True),
+    Column("target_id", String(36), ForeignKey("push_targets.id", ondelete="CASCADE"), primary_key=True),
+    Column("delivered_at", UtcDateTime, nullable=False),
+    Column("status", Integer, nullable=False),
+)
+
+dead_letters = Table(
+    "dead_letters",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("topic", String(300), nullable=False),
+    Column("serial", String(32), nullable=False, server_default="", index=True),
+    Column("reason", String(64), nullable=False),
+    Column("detail", String(500), nullable=False),
+    Column("header", JSON, nullable=False),  # what could be parsed; never the snapshot bytes
+    Column("payload_bytes", Integer, nullable=False),
+    Column("received_at", UtcDateTime, nullable=False),
 )
