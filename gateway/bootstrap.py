@@ -20,6 +20,7 @@ from gateway.errors import ConfigError
 from gateway.ports import Clock, MessageSender
 from gateway.services.accounts import AccountService
 from gateway.services.devices import DeviceService
+from storage import StoreRouter
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,8 @@ class Services:
     engine: AsyncEngine
     clock: Clock
     pepper: bytes
+    http: aiohttp.ClientSession
+    stores: StoreRouter
     accounts: AccountService
     devices: DeviceService
 
@@ -72,11 +75,15 @@ async def build(settings: Settings, stack: AsyncExitStack, *, clock: Clock | Non
     )
     stack.callback(hasher.close)
     senders = _senders(settings, http)
+    stores = await StoreRouter.open(settings.storage())
+    stack.push_async_callback(stores.aclose)
     return Services(
         settings=settings,
         engine=engine,
         clock=clock,
         pepper=pepper,
+        http=http,
+        stores=stores,
         accounts=AccountService(engine, settings, pepper, hasher, senders, clock),
         devices=DeviceService(engine, settings, pepper, clock),
     )

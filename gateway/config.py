@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, m
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from gateway.errors import ConfigError
+from storage.settings import LocalStoreSettings, StorageSettings, StoreSettings
 
 
 class Section(BaseModel):
@@ -36,6 +37,71 @@ class DatabaseSettings(Section):
 
 class RegionSettings(Section):
     display_name: str
+    store: StoreSettings | None = Field(
+        None,
+        description="Where this region's media lives. Unset: a local folder under data_dir/media/<region>.",
+    )
+
+
+class MqttSettings(Section):
+    """The gateway's own connection to the broker (docs/broker.md)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(1883, ge=1, le=65535)
+    username: str = "camgate-gateway"
+    password: SecretStr | None = None
+    client_id: str = Field(
+        "camgate-gateway-1",
+        description="Stable per instance: the broker keeps this session's queue across restarts.",
+    )
+    protocol: Literal["5", "3.1.1"] = "5"
+    session_expiry_s: int = Field(
+        7 * 86400, ge=0, description="How long the broker queues for us while we are away."
+    )
+    receive_maximum: int = Field(
+        64, ge=1, le=65535, description="Unacknowledged messages in flight to us (MQTT 5)."
+    )
+    keepalive_s: int = Field(30, ge=5)
+    shared_group: str | None = Field(
+        None, description="Subscribe as $share/<group>/… so several gateways split the load (see docs)."
+    )
+    start_broker: bool = Field(
+        False, description="Development: start a private Mosquitto (camgate demo does)."
+    )
+
+
+class IngestSettings(Section):
+    max_alert_bytes: int = Field(
+        1024 * 1024, ge=1024, description="Larger alert messages are dead-lettered unread."
+    )
+    min_dimension: int = Field(64, ge=1)
+    max_dimension: int = Field(4096, ge=64)
+    thumbnail_width: int = Field(320, ge=32)
+    image_workers: int = Field(2, ge=1, description="Threads decoding JPEGs (OpenCV releases the GIL).")
+    concurrency: int = Field(64, ge=1, description="Alerts processed at once.")
+    camera_burst: int = Field(
+        20, ge=1, description="Alerts a camera may send at once before the rate applies."
+    )
+    camera_per_minute: float = Field(60.0, gt=0, description="Sustained alerts per minute per camera.")
+    retry_max_s: float = Field(
+        30.0, gt=0, description="Longest pause between retries of a transient failure."
+    )
+    attempts_on_error: int = Field(
+        5, ge=1, description="Unexpected errors before a message is dead-lettered."
+    )
+
+
+class PushSettings(Section):
+    workers: int = Field(4, ge=1, description="Deliveries in flight at once.")
+    poll_s: float = Field(1.0, gt=0, description="Outbox poll interval when idle.")
+    max_attempts: int = Field(12, ge=1)
+    backoff_base_s: float = Field(2.0, gt=0)
+    backoff_max_s: float = Field(3600.0, gt=0)
+    timeout_s: float = Field(10.0, gt=0)
+    allow_private_addresses: bool = Field(
+        False, description="Allow webhook URLs on loopback/private networks (development and tests only)."
+    )
+    thumbnail_link_ttl_s: int = Field(900, ge=60, description="Lifetime of the thumbnail link in a push.")
 
 
 class SmtpSettings(Section):
@@ -106,8 +172,20 @@ class Settings(BaseSettings):
         }
     )
     notify: NotifySettings = NotifySettings()
+    mqtt: MqttSettings = MqttSettings()
+    ingest: IngestSettings = IngestSettings()
+    push: PushSettings = PushSettings()
     security: SecuritySettings = SecuritySettings()
     throttle: ThrottleSettings = ThrottleSettings()
+
+    def storage(self) -> StorageSettings:
+        """Each region's object store, local folders under data_dir/media where none is configured."""
+        return StorageSettings(
+            regions={
+                name: region.store or LocalStoreSettings(kind="local", root=self.data_dir / "media" / name)
+                for name, region in self.regions.items()
+            }
+        )
 
     @model_validator(mode="after")
     def _check(self) -> "Settings":
