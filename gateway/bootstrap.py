@@ -12,17 +12,23 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.adapters.clock import SystemClock
 from gateway.adapters.db.engine import create_engine, migrate
+from gateway.adapters.imaging import ImageWorkers
+from gateway.adapters.mqtt import MqttClient
 from gateway.adapters.passwords import Argon2Hasher
 from gateway.adapters.senders import MailboxSender, SmsWebhookSender, SmtpSender
 from gateway.config import Settings
 from gateway.domain.accounts import Channel
 from gateway.errors import ConfigError
-from gateway.ports import Clock, MessageSender
+from gateway.ports import Clock, MessageSender, Publisher
 from gateway.services.accounts import AccountService
+from gateway.services.alert_settings import AlertSettingsService
 from gateway.services.devices import DeviceService
+from gateway.services.events import EventService
+from gateway.services.ingest import IngestService
 from storage import StoreRouter
 
 log = logging.getLogger(__name__)
+INGEST_TOPICS = ["cam/+/alert", "cam/+/status"]
 
 
 @dataclass
@@ -37,6 +43,10 @@ class Services:
     stores: StoreRouter
     accounts: AccountService
     devices: DeviceService
+    alert_settings: AlertSettingsService
+    events: EventService
+    ingest: IngestService
+    mqtt: MqttClient | None
 
 
 def load_pepper(settings: Settings) -> bytes:
@@ -77,6 +87,17 @@ async def build(settings: Settings, stack: AsyncExitStack, *, clock: Clock | Non
     senders = _senders(settings, http)
     stores = await StoreRouter.open(settings.storage())
     stack.push_async_callback(stores.aclose)
+    ing = settings.ingest
+    images = ImageWorkers(
+        ing.image_workers,
+        min_dim=ing.min_dimension,
+        max_dim=ing.max_dimension,
+        thumb_width=ing.thumbnail_width,
+    )
+    stack.callback(images.close)
+    mqtt = MqttClient(settings.mqtt, INGEST_TOPICS) if settings.mqtt.enabled else None
+    publisher: Publisher = mqtt if mqtt is not None else DiscardingPublisher()
+    alert_settings = AlertSettingsService(engine, publisher, clock)
     return Services(
         settings=settings,
         engine=engine,
@@ -85,8 +106,20 @@ async def build(settings: Settings, stack: AsyncExitStack, *, clock: Clock | Non
         http=http,
         stores=stores,
         accounts=AccountService(engine, settings, pepper, hasher, senders, clock),
-        devices=DeviceService(engine, settings, pepper, clock),
+        devices=DeviceService(engine, settings, pepper, clock, on_owner_change=alert_settings.publish_for),
+        alert_settings=alert_settings,
+        events=EventService(engine, stores, clock),
+        ingest=IngestService(engine, stores, images, ing, clock),
+        mqtt=mqtt,
     )
+
+
+class DiscardingPublisher:
+    """Stands in for the broker when MQTT is disabled (an HTTP-only instance): cameras are told nothing."""
+
+    def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
+        """Drops the message."""
+        log.debug("MQTT disabled: not publishing to %s", topic)
 
 
 def _senders(settings: Settings, http: aiohttp.ClientSession) -> dict[Channel, MessageSender]:

@@ -46,6 +46,7 @@ class RegionSettings(Section):
 class MqttSettings(Section):
     """The gateway's own connection to the broker (docs/broker.md)."""
 
+    enabled: bool = Field(True, description="Consume camera messages (off: HTTP API only).")
     host: str = "127.0.0.1"
     port: int = Field(1883, ge=1, le=65535)
     username: str = "camgate-gateway"

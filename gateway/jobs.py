@@ -9,6 +9,7 @@ from aiohttp import web
 
 from gateway.bootstrap import Services
 from gateway.services import throttle
+from gateway.services.consumer import Consumer
 
 log = logging.getLogger(__name__)
 
@@ -49,5 +50,25 @@ def housekeeping(services: Services) -> Callable[[web.Application], AsyncIterato
         yield
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+    return context
+
+
+def ingest(services: Services) -> Callable[[web.Application], AsyncIterator[None]]:
+    """A cleanup context running the MQTT session and the ingest consumer."""
+
+    async def context(_app: web.Application) -> AsyncIterator[None]:
+        mqtt = services.mqtt
+        if mqtt is None:
+            yield
+            return
+        consumer = Consumer(mqtt, services.ingest, services.settings.ingest)
+        await mqtt.start()
+        task = asyncio.create_task(consumer.run())
+        yield
+        task.cancel()  # no new messages; those in progress get a moment to finish and be acknowledged
+        await asyncio.gather(task, return_exceptions=True)
+        await consumer.drain(timeout_s=10)
+        await mqtt.stop()
 
     return context

@@ -3,6 +3,7 @@ in tests. The SQL database is not behind a port (see docs/architecture.md)."""
 
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from typing import Protocol
 
 from gateway.domain.accounts import Channel
@@ -43,4 +44,73 @@ class PasswordHasher(Protocol):
 
     async def verify(self, stored_hash: str, password: str) -> bool:
         """True when the password matches."""
+        ...
+
+
+# --- push providers (docs/push.md) ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PushTarget:
+    """Where one account's pushes go: a webhook URL now; a device token or subscription later."""
+
+    id: str
+    account_id: str
+    kind: str
+    address: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Notification:
+    """One alert to push; ``delivery_id`` (the outbox row) and ``event_id`` let receivers de-duplicate."""
+
+    delivery_id: str
+    event_id: str
+    device_id: str
+    device_name: str
+    kind: str
+    captured_at: datetime
+    thumbnail_url: str | None
+
+
+class DeliveryOutcome(StrEnum):
+    """What a provider's answer means for the outbox."""
+
+    DELIVERED = "delivered"
+    RETRY = "retry"  # transient: network error, timeout, 5xx, 429 …
+    GONE = "gone"  # the target no longer exists (HTTP 404/410, unregistered token): remove it
+
+
+@dataclass(frozen=True)
+class DeliveryResult:
+    """A provider's answer; ``retry_after_s`` is the provider's own Retry-After, when it sent one."""
+
+    outcome: DeliveryOutcome
+    status: int | None
+    detail: str
+    retry_after_s: float | None = None
+
+
+class PushProvider(Protocol):
+    """Delivers notifications of one target kind (webhook; FCM, APNs, Web Push later)."""
+
+    async def check_address(self, address: str) -> str:
+        """The normalised address, or raises ``InvalidRequest`` with a stable code."""
+        ...
+
+    def secret_for(self, target_id: str) -> str | None:
+        """A secret to show the owner once at registration (the webhook signing secret), if any."""
+        ...
+
+    async def send(self, target: PushTarget, notification: Notification) -> DeliveryResult:
+        """Delivers one notification; transport failures are a RETRY result, never an exception."""
+        ...
+
+
+class Publisher(Protocol):
+    """Publishes to cameras (QoS 1); returns at once, delivery continues in the background."""
+
+    def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
+        """Queues one message."""
         ...

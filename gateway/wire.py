@@ -24,7 +24,7 @@ MAX_HEADER_BYTES = 4096
 _PREFIX = struct.Struct(">2sBH")
 TOPIC_ROOT = "cam"
 _SERIAL = re.compile(r"^[A-Z0-9]{8,32}$")
-EVENT_ID = r"^[A-Za-z0-9_.:-]{1,64}$"
+EVENT_ID = r"^[A-Za-z0-9_.-]{1,64}$"  # the same characters object keys allow
 
 
 class WireError(ValueError):

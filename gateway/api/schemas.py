@@ -1,9 +1,9 @@
 """Request and response bodies of the HTTP API. Requests reject unknown fields."""
 
 from datetime import date, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
 
 class Request(BaseModel):
@@ -168,3 +168,64 @@ class AuditPage(Response):
 class Health(Response):
     status: Literal["ok", "unavailable"]
     checks: dict[str, str] = {}
+
+
+# --- alert settings ------------------------------------------------------------------------------
+
+EventKind = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
+
+
+class AccountAlertsIn(Request):
+    message_alerts: bool = Field(description="Off: snapshots are not collected at all.")
+    event_kinds: list[EventKind] | None = Field(
+        None, max_length=32, description="Only these kinds; null: all."
+    )
+
+
+class AccountAlertsOut(Response):
+    message_alerts: bool
+    event_kinds: list[str] | None
+    updated_at: datetime | None
+
+
+class DeviceAlertsIn(Request):
+    muted: bool
+    snooze_minutes: int | None = Field(
+        None, ge=0, le=7 * 24 * 60, description="0 ends a snooze; null: unchanged."
+    )
+
+
+class DeviceAlertsOut(Response):
+    muted: bool
+    snoozed_until: datetime | None
+    updated_at: datetime | None
+
+
+# --- events --------------------------------------------------------------------------------------
+
+
+class EventQuery(Request):
+    device_id: str | None = Field(None, max_length=36)
+    kind: EventKind | None = None
+    since: AwareDatetime | None = None
+    until: AwareDatetime | None = None
+    limit: int = Field(50, ge=1, le=200)
+    cursor: str | None = Field(None, max_length=200)
+
+
+class EventOut(Response):
+    id: str
+    device_id: str
+    kind: str
+    captured_at: datetime
+    received_at: datetime
+    width: int
+    height: int
+    snapshot_bytes: int
+    snapshot_url: str = Field(description="Redirects to a short-lived link, or streams the JPEG.")
+    thumbnail_url: str
+
+
+class EventPage(Response):
+    items: list[EventOut]
+    next_cursor: str | None

@@ -1,6 +1,7 @@
 """Devices: binding by serial + label code, unbinding, listing. Every query is scoped to its owner."""
 
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -31,8 +32,17 @@ class Device:
 class DeviceService:
     """Binding and the owner's view of their devices."""
 
-    def __init__(self, engine: AsyncEngine, settings: Settings, pepper: bytes, clock: Clock) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        settings: Settings,
+        pepper: bytes,
+        clock: Clock,
+        *,
+        on_owner_change: Callable[[str], Awaitable[None]] | None = None,
+    ) -> None:
         self._db = engine
+        self._on_owner_change = on_owner_change
         self._pepper = pepper
         self._clock = clock
         self._per_serial = Window("bind_serial", *settings.throttle.bind_per_serial)
@@ -133,7 +143,13 @@ class DeviceService:
                     at=now,
                     address=address,
                 )
+            await self._owner_changed(serial)
         return outcome, await self.get(account_id, row["id"])
+
+    async def _owner_changed(self, serial: str) -> None:
+        # The camera's config follows its owner: the new owner's opt-outs, or no alerts when unbound.
+        if self._on_owner_change is not None:
+            await self._on_owner_change(serial)
 
     async def get(self, account_id: str, device_id: str) -> Device:
         """One of the caller's devices; another account's device is NotFound, like a missing one."""
@@ -181,13 +197,20 @@ class DeviceService:
         """Returns the device to unbound. Its plans stay with the device (they are not transferable)."""
         now = self._clock.now()
         async with self._db.begin() as conn:
-            result = await conn.execute(
+            serial = (
+                await conn.execute(
+                    select(devices.c.serial).where(
+                        devices.c.id == device_id, devices.c.owner_account_id == account_id
+                    )
+                )
+            ).scalar()
+            if serial is None:
+                raise NotFound("device_not_found", "no such device")
+            await conn.execute(
                 update(devices)
                 .where(devices.c.id == device_id, devices.c.owner_account_id == account_id)
                 .values(owner_account_id=None, bound_at=None, name="")
             )
-            if result.rowcount == 0:
-                raise NotFound("device_not_found", "no such device")
             await audit.record(
                 conn,
                 account_id=account_id,
@@ -198,6 +221,7 @@ class DeviceService:
                 at=now,
                 address=address,
             )
+        await self._owner_changed(serial)
 
 
 def new_device_id() -> str:

@@ -38,6 +38,7 @@ def test_settings(database_url: str, tmp_path: Path, **overrides: Any) -> Settin
         "database": {"url": database_url},
         "security": {"secret_key": "k" * 40, "argon2_time_cost": 1, "argon2_memory_kib": 8192},
         "notify": {"mailbox_dir": tmp_path / "mailbox"},
+        "mqtt": {"enabled": False},
     }
     base.update(overrides)
     return load_settings(**base)

@@ -50,7 +50,23 @@ def test_wrong_extension_for_kind_is_refused() -> None:
 
 @pytest.mark.parametrize(
     "bad",
-    ["", ".", "..", "../x", "a/b", "a\\b", ".hidden", "a..b", "a b", "é", "a\x00", "-x", "x" * 129, "a:b", "a%2F"],
+    [
+        "",
+        ".",
+        "..",
+        "../x",
+        "a/b",
+        "a\\b",
+        ".hidden",
+        "a..b",
+        "a b",
+        "é",
+        "a\x00",
+        "-x",
+        "x" * 129,
+        "a:b",
+        "a%2F",
+    ],
 )
 def test_invalid_ids_are_refused(bad: str) -> None:
     with pytest.raises(InvalidKey):
@@ -61,7 +77,9 @@ def test_invalid_ids_are_refused(bad: str) -> None:
         account_prefix(bad)
 
 
-@pytest.mark.parametrize("good", ["1", "a", "CAM-0001_x", "v1.2", "0f8fad5b-d9cb-469f-a165-70867728950e", "x" * 128])
+@pytest.mark.parametrize(
+    "good", ["1", "a", "CAM-0001_x", "v1.2", "0f8fad5b-d9cb-469f-a165-70867728950e", "x" * 128]
+)
 def test_valid_ids(good: str) -> None:
     assert validate_id(good) == good
 
@@ -114,7 +132,8 @@ def test_no_id_can_escape_the_account_prefix(account: str, event: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "bad", ["", "/a", "a/", "a//b", "a/../b", "a/./b", ".meta/x", "a/.tmp-1", "a\\b", "a\x00b", "a b", "x" * 1025]
+    "bad",
+    ["", "/a", "a/", "a//b", "a/../b", "a/./b", ".meta/x", "a/.tmp-1", "a\\b", "a\x00b", "a b", "x" * 1025],
 )
 def test_invalid_generic_keys(bad: str) -> None:
     with pytest.raises(InvalidKey):

@@ -23,7 +23,14 @@ def test_valid_tags_and_metadata_pass() -> None:
 
 @pytest.mark.parametrize(
     "tags",
-    [{"": "x"}, {"aws:x": "1"}, {"k": "a&b"}, {"k": "v" * 257}, {"k" * 129: "v"}, {f"k{i}": "v" for i in range(11)}],
+    [
+        {"": "x"},
+        {"aws:x": "1"},
+        {"k": "a&b"},
+        {"k": "v" * 257},
+        {"k" * 129: "v"},
+        {f"k{i}": "v" for i in range(11)},
+    ],
 )
 def test_invalid_tags(tags: dict[str, str]) -> None:
     with pytest.raises(InvalidKey):

@@ -1,0 +1,196 @@
+"""The gateway's MQTT client: paho-mqtt in its own network thread, messages handed to the event loop,
+acknowledgements sent by us, in arrival order, only when a message is settled.
+
+What keeps messages from being lost here (FIELD_NOTES): ``manual_ack`` so the PUBACK waits for the commit;
+a persistent session (MQTT 5 ``clean_start=False`` with a session expiry, 3.1.1 ``clean_session=False``)
+under a stable client id, so the broker queues for us while we are away; acks released strictly in
+arrival order; and never a failure reason code in a PUBACK (a transient failure leaves the message
+unacknowledged instead). After a reconnect the broker redelivers what we had not acknowledged, so
+messages of the old connection are dropped from the ack queue and their late settlement is ignored.
+"""
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from gateway.config import MqttSettings
+
+log = logging.getLogger(__name__)
+
+
+class Incoming:
+    """A received message; ``settle()`` once it is processed (stored, dead-lettered or dropped)."""
+
+    __slots__ = ("_sequencer", "generation", "mid", "payload", "qos", "settled", "topic")
+
+    def __init__(self, sequencer: "AckSequencer", topic: str, payload: bytes, qos: int, mid: int) -> None:
+        self._sequencer = sequencer
+        self.generation = sequencer.generation
+        self.topic = topic
+        self.payload = payload
+        self.qos = qos
+        self.mid = mid
+        self.settled = False
+
+    @property
+    def stale(self) -> bool:
+        """True when the connection it came on is gone (the broker will redeliver it)."""
+        return self.generation != self._sequencer.generation
+
+    def settle(self) -> None:
+        """Marks the message done; its PUBACK goes out once every earlier message is done too."""
+        self._sequencer.settle(self)
+
+
+class AckSequencer:
+    """Releases acknowledgements in arrival order (paho and the broker expect them so)."""
+
+    def __init__(self, send_ack: Callable[[int, int], None]) -> None:
+        self._send_ack = send_ack
+        self._pending: deque[Incoming] = deque()
+        self.generation = 0
+
+    def arrived(self, topic: str, payload: bytes, qos: int, mid: int) -> Incoming:
+        """Registers a message in arrival order."""
+        msg = Incoming(self, topic, payload, qos, mid)
+        self._pending.append(msg)
+        return msg
+
+    def settle(self, msg: Incoming) -> None:
+        """Marks ``msg`` done and acknowledges the settled head of the queue."""
+        if msg.stale:
+            return
+        msg.settled = True
+        while self._pending and self._pending[0].settled:
+            head = self._pending.popleft()
+            if head.qos > 0:
+                self._send_ack(head.mid, head.qos)
+
+    def reset(self) -> None:
+        """The connection dropped: nothing pending can be acknowledged any more."""
+        self.generation += 1
+        self._pending.clear()
+
+    @property
+    def unacknowledged(self) -> int:
+        """Messages received and not yet acknowledged."""
+        return len(self._pending)
+
+
+class MqttClient:
+    """One persistent MQTT session of the gateway."""
+
+    def __init__(self, settings: MqttSettings, subscriptions: list[str]) -> None:
+        self._settings = settings
+        self._subscriptions = subscriptions
+        v5 = settings.protocol == "5"
+        self._client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=settings.client_id,
+            clean_session=None if v5 else False,
+            protocol=MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311,
+            manual_ack=True,
+        )
+        if settings.password is not None:
+            self._client.username_pw_set(settings.username, settings.password.get_secret_value())
+        else:
+            self._client.username_pw_set(settings.username)
+        # Cap our own unacknowledged publishes: past 65,535 paho's message ids wrap and messages vanish.
+        self._client.max_inflight_messages_set(100)
+        self._client.reconnect_delay_set(1, 30)
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_message = self._on_message
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._queue: asyncio.Queue[Incoming] = asyncio.Queue()
+        self._sequencer = AckSequencer(self._ack)
+        self.connected = asyncio.Event()
+
+    # --- paho's thread -------------------------------------------------------------------------
+
+    def _on_connect(
+        self,
+        client: paho.Client,
+        _userdata: object,
+        flags: paho.ConnectFlags,
+        reason: ReasonCode,
+        _props: object,
+    ) -> None:
+        if reason.is_failure:
+            log.error("broker refused the connection: %s", reason)
+            return
+        log.info("connected to the broker (session present: %s)", flags.session_present)
+        group = self._settings.shared_group
+        topics = [(f"$share/{group}/{t}" if group else t, 1) for t in self._subscriptions]
+        client.subscribe(topics)
+        self._call(self.connected.set)
+
+    def _on_disconnect(
+        self, _client: paho.Client, _userdata: object, _flags: object, reason: ReasonCode, _props: object
+    ) -> None:
+        log.warning("disconnected from the broker: %s", reason)
+        self._call(self._disconnected)
+
+    def _on_message(self, _client: paho.Client, _userdata: object, message: paho.MQTTMessage) -> None:
+        self._call(self._arrived, message.topic, message.payload, message.qos, message.mid)
+
+    def _call(self, fn: Callable[..., None], *args: object) -> None:
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(fn, *args)
+
+    # --- the event loop ------------------------------------------------------------------------
+
+    def _arrived(self, topic: str, payload: bytes, qos: int, mid: int) -> None:
+        self._queue.put_nowait(self._sequencer.arrived(topic, payload, qos, mid))
+
+    def _disconnected(self) -> None:
+        self.connected.clear()
+        self._sequencer.reset()
+        # What is queued but not started will be redelivered; drop it rather than process it twice.
+        while not self._queue.empty():
+            self._queue.get_nowait()
+
+    def _ack(self, mid: int, qos: int) -> None:
+        self._client.ack(mid, qos)
+
+    async def start(self) -> None:
+        """Connects in the background (reconnecting for ever) and returns at once."""
+        self._loop = asyncio.get_running_loop()
+        s = self._settings
+        properties = None
+        if s.protocol == "5":
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho leaves it untyped
+            properties.SessionExpiryInterval = s.session_expiry_s
+            properties.ReceiveMaximum = s.receive_maximum
+            self._client.connect_async(
+                s.host, s.port, s.keepalive_s, clean_start=False, properties=properties
+            )
+        else:
+            self._client.connect_async(s.host, s.port, s.keepalive_s)
+        self._client.loop_start()
+
+    async def messages(self) -> AsyncIterator[Incoming]:
+        """Received messages, in arrival order."""
+        while True:
+            yield await self._queue.get()
+
+    def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
+        """Queues a QoS 1 publish; paho sends it now or after the next reconnect."""
+        self._client.publish(topic, payload, qos=1, retain=retain)
+
+    @property
+    def unacknowledged(self) -> int:
+        """Messages received and not yet acknowledged."""
+        return self._sequencer.unacknowledged
+
+    async def stop(self) -> None:
+        """Disconnects cleanly; unacknowledged messages stay with the broker for the next session."""
+        self._client.disconnect()
+        await asyncio.to_thread(self._client.loop_stop)

@@ -1,0 +1,64 @@
+"""Alert policy: whether an alert from a camera is collected at all, and the per-camera rate limit."""
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+
+class Drop(StrEnum):
+    """Why an alert is not collected. Its bytes are dropped before anything is written."""
+
+    ALERTS_OFF = "alerts_off"  # the account turned message alerts off
+    KIND_NOT_WANTED = "kind_not_wanted"  # the account chose other event kinds
+    MUTED = "muted"  # the device is muted
+    SNOOZED = "snoozed"  # the device is snoozed until a later time
+
+
+@dataclass(frozen=True)
+class AlertPrefs:
+    """The settings that decide collection, as stored for the account and the device."""
+
+    message_alerts: bool = True
+    event_kinds: frozenset[str] | None = None  # None: every kind
+    muted: bool = False
+    snoozed_until: datetime | None = None
+
+
+def collection_decision(prefs: AlertPrefs, kind: str, now: datetime) -> Drop | None:
+    """None when the alert is collected; otherwise the reason it is dropped unread."""
+    if not prefs.message_alerts:
+        return Drop.ALERTS_OFF
+    if prefs.muted:
+        return Drop.MUTED
+    if prefs.snoozed_until is not None and prefs.snoozed_until > now:
+        return Drop.SNOOZED
+    if prefs.event_kinds is not None and kind not in prefs.event_kinds:
+        return Drop.KIND_NOT_WANTED
+    return None
+
+
+class TokenBuckets:
+    """Per-key token buckets: ``burst`` at once, then ``per_second`` sustained. Time is passed in."""
+
+    def __init__(self, burst: int, per_second: float, *, max_keys: int = 100_000) -> None:
+        self._burst = float(burst)
+        self._rate = per_second
+        self._max_keys = max_keys
+        self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, at)
+
+    def take(self, key: str, now: float) -> bool:
+        """Spends one token for ``key``; False when the key is over its rate."""
+        tokens, at = self._buckets.get(key, (self._burst, now))
+        tokens = min(self._burst, tokens + (now - at) * self._rate)
+        if tokens < 1.0:
+            self._buckets[key] = (tokens, now)
+            return False
+        if len(self._buckets) >= self._max_keys and key not in self._buckets:
+            self._forget_full(now)
+        self._buckets[key] = (tokens - 1.0, now)
+        return True
+
+    def _forget_full(self, now: float) -> None:
+        # Buckets that have refilled carry no state worth keeping; dropping them bounds memory.
+        full_after = self._burst / self._rate
+        self._buckets = {k: v for k, v in self._buckets.items() if now - v[1] < full_after}

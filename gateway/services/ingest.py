@@ -1,0 +1,281 @@
+"""Alert ingest: one MQTT message in, at most one event, one snapshot, one thumbnail and one push out.
+
+The order of the steps is the guarantee. Nothing is written for an alert the owner opted out of; objects
+are created once under keys derived from the camera's event id; the event and its push are committed in
+one transaction; the caller acknowledges the message only after ``handle`` returns. A crash anywhere
+before the acknowledgement makes the broker redeliver, and the redelivery finds the same keys and the
+same event id: no loss, no duplicate.
+"""
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import insert, select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from gateway import metrics
+from gateway.adapters.db.dialect import insert_ignore, upsert
+from gateway.adapters.db.tables import (
+    accounts,
+    alert_settings,
+    dead_letters,
+    device_alert_settings,
+    device_presence,
+    devices,
+    events,
+    push_outbox,
+)
+from gateway.adapters.imaging import BadImage, ImageWorkers
+from gateway.config import IngestSettings
+from gateway.domain.alerts import AlertPrefs, TokenBuckets, collection_decision
+from gateway.ports import Clock
+from gateway.wire import (
+    AlertHeader,
+    Channel,
+    StatusHeader,
+    WireError,
+    decode,
+    decode_json_header,
+    parse_topic,
+)
+from storage import StoreRouter
+from storage.keys import snapshot_key, thumbnail_key
+
+log = logging.getLogger(__name__)
+
+
+class Outcome(StrEnum):
+    STORED = "stored"
+    DUPLICATE = "duplicate"  # a redelivery of an alert already committed
+    DROPPED = "dropped"  # opted out: nothing written, counted
+    DEAD_LETTER = "dead_letter"
+    PRESENCE = "presence"
+
+
+@dataclass(frozen=True)
+class _Target:
+    device_id: str
+    account_id: str | None
+    region: str | None
+    prefs: AlertPrefs
+
+
+class IngestService:
+    """Handles camera messages; raises only for transient failures (the caller retries, unacknowledged)."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        stores: StoreRouter,
+        images: ImageWorkers,
+        settings: IngestSettings,
+        clock: Clock,
+    ) -> None:
+        self._db = engine
+        self._stores = stores
+        self._images = images
+        self._settings = settings
+        self._clock = clock
+        self._buckets = TokenBuckets(settings.camera_burst, settings.camera_per_minute / 60)
+
+    async def handle(self, topic: str, payload: bytes) -> Outcome:
+        """Processes one message. Idempotent: the same message twice has the effect of once."""
+        try:
+            where = parse_topic(topic)
+        except WireError as exc:
+            return await self.dead_letter(topic, "", exc.reason, exc.detail, payload)
+        if where.channel is Channel.STATUS:
+            return await self._status(topic, where.serial, payload)
+        if where.channel is not Channel.ALERT:
+            return await self.dead_letter(
+                topic, where.serial, "unexpected_channel", "clips are not accepted yet", payload
+            )
+        if len(payload) > self._settings.max_alert_bytes:
+            detail = f"{len(payload)} bytes > {self._settings.max_alert_bytes}"
+            return await self.dead_letter(topic, where.serial, "too_large", detail, payload)
+        try:
+            header, body = decode(payload)
+        except WireError as exc:
+            return await self.dead_letter(topic, where.serial, exc.reason, exc.detail, payload)
+        if not isinstance(header, AlertHeader):
+            return await self.dead_letter(
+                topic, where.serial, "unexpected_type", f"{header.type} on an alert topic", payload
+            )
+        return await self._alert(topic, where.serial, header, body, payload)
+
+    async def _alert(
+        self, topic: str, serial: str, header: AlertHeader, body: memoryview, payload: bytes
+    ) -> Outcome:
+        started = time.perf_counter()
+        now = self._clock.now()
+        target = await self._target(serial)
+        if target is None:
+            return await self.dead_letter(
+                topic, serial, "unknown_device", "no such serial in the registry", payload
+            )
+        if target.account_id is None or target.region is None:
+            return await self.dead_letter(
+                topic, serial, "unbound_device", "the camera is bound to no account", payload
+            )
+        drop = collection_decision(target.prefs, header.kind, now)
+        if drop is not None:
+            metrics.ALERTS_DROPPED.labels(drop.value).inc()
+            metrics.ALERTS.labels(Outcome.DROPPED.value).inc()
+            return Outcome.DROPPED
+        if await self._known(target.device_id, header.event_id):
+            metrics.ALERTS.labels(Outcome.DUPLICATE.value).inc()
+            return Outcome.DUPLICATE
+        if not self._buckets.take(serial, time.monotonic()):
+            return await self.dead_letter(
+                topic, serial, "rate_limited", "the camera exceeds its alert rate", payload
+            )
+        try:
+            snap = await self._images.snapshot(body)
+        except BadImage as exc:
+            return await self.dead_letter(topic, serial, "bad_image", str(exc), payload)
+
+        store = self._stores.for_region(target.region)
+        captured = header.captured_at
+        snap_key = snapshot_key(target.account_id, target.device_id, header.event_id, captured)
+        thumb_key = thumbnail_key(target.account_id, target.device_id, header.event_id, captured)
+        tags = {"kind": "snapshot"}
+        await store.put(snap_key, bytes(body), content_type="image/jpeg", tags=tags)
+        await store.put(thumb_key, snap.thumbnail, content_type="image/jpeg", tags={"kind": "thumbnail"})
+        metrics.STORED_BYTES.inc(len(body) + len(snap.thumbnail))
+
+        event_id = str(uuid.uuid4())
+        async with self._db.begin() as conn:
+            inserted = await insert_ignore(
+                conn,
+                events,
+                {
+                    "id": event_id,
+                    "account_id": target.account_id,
+                    "device_id": target.device_id,
+                    "camera_event_id": header.event_id,
+                    "kind": header.kind,
+                    "captured_at": captured,
+                    "received_at": now,
+                    "region": target.region,
+                    "snapshot_key": snap_key,
+                    "thumbnail_key": thumb_key,
+                    "snapshot_bytes": len(body),
+                    "width": snap.width,
+                    "height": snap.height,
+                },
+                ("device_id", "camera_event_id"),
+            )
+            if inserted:
+                await conn.execute(
+                    insert(push_outbox).values(
+                        event_id=event_id, account_id=target.account_id, created_at=now, next_attempt_at=now
+                    )
+                )
+                await self._seen(conn, target.device_id, now)
+        outcome = Outcome.STORED if inserted else Outcome.DUPLICATE
+        metrics.ALERTS.labels(outcome.value).inc()
+        if inserted:
+            metrics.INGEST_SECONDS.observe(time.perf_counter() - started)
+        return outcome
+
+    async def _target(self, serial: str) -> _Target | None:
+        # Read fresh for every alert: an opt-out must hold from the moment it is saved.
+        query = (
+            select(
+                devices.c.id,
+                devices.c.owner_account_id,
+                accounts.c.region,
+                alert_settings.c.message_alerts,
+                alert_settings.c.event_kinds,
+                device_alert_settings.c.muted,
+                device_alert_settings.c.snoozed_until,
+            )
+            .select_from(
+                devices.outerjoin(accounts, accounts.c.id == devices.c.owner_account_id)
+                .outerjoin(alert_settings, alert_settings.c.account_id == devices.c.owner_account_id)
+                .outerjoin(
+                    device_alert_settings,
+                    (device_alert_settings.c.device_id == devices.c.id)
+                    & (device_alert_settings.c.account_id == devices.c.owner_account_id),
+                )
+            )
+            .where(devices.c.serial == serial)
+        )
+        async with self._db.connect() as conn:
+            row = (await conn.execute(query)).first()
+        if row is None:
+            return None
+        prefs = AlertPrefs(
+            message_alerts=row.message_alerts if row.message_alerts is not None else True,
+            event_kinds=frozenset(row.event_kinds) if row.event_kinds is not None else None,
+            muted=bool(row.muted),
+            snoozed_until=row.snoozed_until,
+        )
+        return _Target(row.id, row.owner_account_id, row.region, prefs)
+
+    async def _known(self, device_id: str, camera_event_id: str) -> bool:
+        async with self._db.connect() as conn:
+            found = await conn.execute(
+                select(events.c.id).where(
+                    events.c.device_id == device_id, events.c.camera_event_id == camera_event_id
+                )
+            )
+            return found.first() is not None
+
+    async def _status(self, topic: str, serial: str, payload: bytes) -> Outcome:
+        try:
+            header, _ = decode(payload)
+        except WireError as exc:
+            return await self.dead_letter(topic, serial, exc.reason, exc.detail, payload)
+        if not isinstance(header, StatusHeader):
+            return await self.dead_letter(
+                topic, serial, "unexpected_type", f"{header.type} on a status topic", payload
+            )
+        now = self._clock.now()
+        async with self._db.begin() as conn:
+            device_id = (await conn.execute(select(devices.c.id).where(devices.c.serial == serial))).scalar()
+            if device_id is None:
+                return await self._dead_letter_in(
+                    conn, topic, serial, "unknown_device", "no such serial", payload
+                )
+            values: dict[str, object] = {"device_id": device_id, "online": header.online, "last_seen_at": now}
+            if header.firmware is not None:
+                values["firmware"] = header.firmware
+            await upsert(conn, device_presence, values, ("device_id",))
+        return Outcome.PRESENCE
+
+    async def _seen(self, conn: AsyncConnection, device_id: str, now: datetime) -> None:
+        await upsert(
+            conn,
+            device_presence,
+            {"device_id": device_id, "online": True, "last_seen_at": now},
+            ("device_id",),
+        )
+
+    async def dead_letter(self, topic: str, serial: str, reason: str, detail: str, payload: bytes) -> Outcome:
+        """Records a message that can never be processed (without its body) so it can be acknowledged."""
+        async with self._db.begin() as conn:
+            return await self._dead_letter_in(conn, topic, serial, reason, detail, payload)
+
+    async def _dead_letter_in(
+        self, conn: AsyncConnection, topic: str, serial: str, reason: str, detail: str, payload: bytes
+    ) -> Outcome:
+        log.info("dead letter from %s: %s (%s)", serial or topic[:64], reason, detail)
+        await conn.execute(
+            insert(dead_letters).values(
+                topic=topic[:300],
+                serial=serial[:32],
+                reason=reason,
+                detail=detail[:500],
+                header=decode_json_header(payload[:8192]),
+                payload_bytes=len(payload),
+                received_at=self._clock.now(),
+            )
+        )
+        metrics.DEAD_LETTERS.labels(reason).inc()
+        metrics.ALERTS.labels(Outcome.DEAD_LETTER.value).inc()
+        return Outcome.DEAD_LETTER
