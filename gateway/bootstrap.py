@@ -15,6 +15,7 @@ from gateway.adapters.db.engine import create_engine, migrate
 from gateway.adapters.imaging import ImageWorkers
 from gateway.adapters.mqtt import MqttClient
 from gateway.adapters.passwords import Argon2Hasher
+from gateway.adapters.push import push_providers
 from gateway.adapters.senders import MailboxSender, SmsWebhookSender, SmtpSender
 from gateway.config import Settings
 from gateway.domain.accounts import Channel
@@ -25,6 +26,7 @@ from gateway.services.alert_settings import AlertSettingsService
 from gateway.services.devices import DeviceService
 from gateway.services.events import EventService
 from gateway.services.ingest import IngestService
+from gateway.services.push import PushService
 from storage import StoreRouter
 
 log = logging.getLogger(__name__)
@@ -47,6 +49,7 @@ class Services:
     events: EventService
     ingest: IngestService
     mqtt: MqttClient | None
+    push: PushService
 
 
 def load_pepper(settings: Settings) -> bytes:
@@ -111,6 +114,7 @@ async def build(settings: Settings, stack: AsyncExitStack, *, clock: Clock | Non
         events=EventService(engine, stores, clock),
         ingest=IngestService(engine, stores, images, ing, clock),
         mqtt=mqtt,
+        push=PushService(engine, settings, clock, push_providers(settings.push, http, pepper, clock), stores),
     )
 
 

@@ -72,3 +72,22 @@ def ingest(services: Services) -> Callable[[web.Application], AsyncIterator[None
         await mqtt.stop()
 
     return context
+
+
+def push_dispatcher(services: Services) -> Callable[[web.Application], AsyncIterator[None]]:
+    """A cleanup context running this instance's push outbox dispatcher."""
+    # Long enough for the deliveries in flight to finish, so a clean stop leaves no lease behind.
+    grace_s = 2 * services.settings.push.timeout_s + 1
+
+    async def context(_app: web.Application) -> AsyncIterator[None]:
+        stop = asyncio.Event()
+        task = asyncio.create_task(services.push.run_forever(stop))
+        yield
+        stop.set()
+        _done, pending = await asyncio.wait([task], timeout=grace_s)
+        if pending:
+            log.warning("push dispatcher did not stop within %.0f s; cancelling it", grace_s)
+            task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    return context

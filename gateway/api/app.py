@@ -10,7 +10,7 @@ from gateway.api.problems import problems
 from gateway.api.routing import CLIENT_ADDRESS, MAX_BODY_BYTES
 from gateway.api.state import SERVICES, api
 from gateway.bootstrap import Services
-from gateway.jobs import housekeeping, ingest
+from gateway.jobs import housekeeping, ingest, push_dispatcher
 from gateway.services.accounts import Principal
 
 
@@ -30,6 +30,7 @@ def create_app(services: Services) -> web.Application:
     api.install(app, authenticate)
     app.cleanup_ctx.append(housekeeping(services))
     app.cleanup_ctx.append(ingest(services))
+    app.cleanup_ctx.append(push_dispatcher(services))
     return app
 
 

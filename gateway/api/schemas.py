@@ -127,6 +127,9 @@ class DeviceOut(Response):
     model: str
     name: str
     bound_at: datetime | None
+    online: bool | None = Field(description="From the camera's status and last will; null: never connected.")
+    last_seen_at: datetime | None
+    firmware: str | None
 
 
 class BindOut(Response):

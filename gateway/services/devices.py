@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.adapters.db.tables import devices
+from gateway.adapters.db.tables import device_presence, devices
 from gateway.config import Settings
 from gateway.domain.binding import BindFacts, BindOutcome, decide_bind
 from gateway.domain.credentials import hash_label_code, label_code_matches, normalise_code
@@ -27,6 +27,22 @@ class Device:
     model: str
     name: str
     bound_at: datetime | None
+    online: bool | None = None  # None: never heard from
+    last_seen_at: datetime | None = None
+    firmware: str | None = None
+
+
+_DEVICE_COLUMNS = (
+    devices.c.id,
+    devices.c.serial,
+    devices.c.model,
+    devices.c.name,
+    devices.c.bound_at,
+    device_presence.c.online,
+    device_presence.c.last_seen_at,
+    device_presence.c.firmware,
+)
+_WITH_PRESENCE = devices.outerjoin(device_presence, device_presence.c.device_id == devices.c.id)
 
 
 class DeviceService:
@@ -171,15 +187,14 @@ class DeviceService:
 
     async def list(self, account_id: str) -> list[Device]:
         """The caller's devices, in binding order."""
+        query = (
+            select(*_DEVICE_COLUMNS)
+            .select_from(_WITH_PRESENCE)
+            .where(devices.c.owner_account_id == account_id)
+            .order_by(devices.c.bound_at)
+        )
         async with self._db.connect() as conn:
-            rows = (
-                await conn.execute(
-                    select(devices)
-                    .where(devices.c.owner_account_id == account_id)
-                    .order_by(devices.c.bound_at)
-                )
-            ).mappings()
-            return [Device(r["id"], r["serial"], r["model"], r["name"], r["bound_at"]) for r in rows]
+            return [Device(*row) for row in await conn.execute(query)]
 
     async def rename(self, account_id: str, device_id: str, name: str) -> Device:
         """Renames one of the caller's devices."""

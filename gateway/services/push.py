@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from prometheus_client import Counter, Histogram
-from sqlalchemy import delete, func, insert, or_, select, update
+from sqlalchemy import RowMapping, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -61,9 +61,7 @@ def full_jitter(ceiling: float) -> float:
     return random.uniform(0.0, ceiling)
 
 
-def backoff_s(
-    attempt: int, settings: PushSettings, jitter: Callable[[float], float] = full_jitter
-) -> float:
+def backoff_s(attempt: int, settings: PushSettings, jitter: Callable[[float], float] = full_jitter) -> float:
     """The wait after failed attempt number ``attempt`` (1-based): jittered, doubling, capped."""
     exponent = min(max(attempt - 1, 0), 60)  # 2**60 already dwarfs any cap; avoids float overflow
     return jitter(min(settings.backoff_max_s, settings.backoff_base_s * 2.0**exponent))
@@ -422,11 +420,5 @@ class PushService:
             )
 
 
-def _target(row: Mapping[str, object]) -> PushTarget:
-    return PushTarget(
-        id=str(row["id"]),
-        account_id=str(row["account_id"]),
-        kind=str(row["kind"]),
-        address=str(row["address"]),
-        created_at=row["created_at"],  # type: ignore[arg-type]
-    )
+def _target(row: RowMapping) -> PushTarget:
+    return PushTarget(row["id"], row["account_id"], row["kind"], row["address"], row["created_at"])

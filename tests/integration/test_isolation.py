@@ -9,7 +9,9 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 
 from device_sim.registry import SimDevice
+from gateway.bootstrap import Services
 from tests.support.api import auth, new_user
+from tests.support.media import alert
 
 # A valid body for each request schema, so each operation gets past validation to the ownership check.
 BODIES: dict[str, dict[str, Any]] = {
@@ -25,12 +27,15 @@ BODIES: dict[str, dict[str, Any]] = {
     "ConfirmIn": {"identifier": "walker@example.com", "code": "000000"},
     "IdentifierIn": {"identifier": "walker@example.com"},
     "LoginIn": {"identifier": "walker@example.com", "password": "a long passphrase"},
+    "PushTargetIn": {"kind": "webhook", "url": "https://1.1.1.1/mallory-hook"},  # a literal: no DNS
+    "AccountAlertsIn": {"message_alerts": False},
+    "DeviceAlertsIn": {"muted": True, "snooze_minutes": 60},
 }
 NOT_OWNED = {"/v1/sessions/current"}  # acts on the caller's own session by definition
 
 
 async def test_second_account_sees_nothing_of_the_first(
-    client: TestClient, mailbox: Path, fleet: list[SimDevice]
+    client: TestClient, mailbox: Path, fleet: list[SimDevice], services: Services
 ) -> None:
     alice = await new_user(client, mailbox, "alice@example.com")
     bind = await client.post(
@@ -41,7 +46,14 @@ async def test_second_account_sees_nothing_of_the_first(
     device = (await bind.json())["device"]
     me = await (await client.get("/v1/me", headers=auth(alice))).json()
     session_id = (await (await client.get("/v1/sessions", headers=auth(alice))).json())["items"][0]["id"]
-    ids = {"device_id": device["id"], "session_id": session_id}
+    target = await client.post(
+        "/v1/push-targets", json={"kind": "webhook", "url": "https://8.8.8.8/alice-hook"}, headers=auth(alice)
+    )
+    target_id = (await target.json())["id"]
+    await services.ingest.handle(f"cam/{fleet[0].serial}/alert", alert("alice-event-1"))
+    event_id = (await (await client.get("/v1/events", headers=auth(alice))).json())["items"][0]["id"]
+    device = await (await client.get(f"/v1/devices/{device['id']}", headers=auth(alice))).json()
+    ids = {"device_id": device["id"], "session_id": session_id, "target_id": target_id, "event_id": event_id}
     secrets_of_alice = [
         device["id"],
         fleet[0].serial,
@@ -49,6 +61,9 @@ async def test_second_account_sees_nothing_of_the_first(
         me["id"],
         "alice@example.com",
         session_id,
+        target_id,
+        "alice-hook",
+        event_id,
     ]
 
     mallory = await new_user(client, mailbox, "mallory@example.com")
@@ -79,5 +94,10 @@ async def test_second_account_sees_nothing_of_the_first(
     after = await (await client.get(f"/v1/devices/{device['id']}", headers=auth(alice))).json()
     assert after == device
     assert (await client.get("/v1/me", headers=auth(alice))).status == 200
+    assert (await client.get(f"/v1/events/{event_id}", headers=auth(alice))).status == 200
+    settings = await (await client.get("/v1/settings/alerts", headers=auth(alice))).json()
+    assert settings["message_alerts"] is True
+    device_alerts = await (await client.get(f"/v1/devices/{device['id']}/alerts", headers=auth(alice))).json()
+    assert device_alerts["muted"] is False
     alice_log = json.dumps(await (await client.get("/v1/audit", headers=auth(alice))).json())
     assert "mallory" not in alice_log

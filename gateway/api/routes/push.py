@@ -1,0 +1,73 @@
+"""Push targets: where an account's alerts are pushed (signed webhooks for now; see docs/push.md)."""
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import Field
+
+from gateway.api.routing import Call
+from gateway.api.schemas import Request, Response
+from gateway.api.state import api, services
+from gateway.ports import PushTarget
+
+
+class PushTargetIn(Request):
+    kind: Literal["webhook"] = Field(description="The provider; only signed webhooks so far.")
+    url: str = Field(
+        min_length=1, max_length=2000, description="https:// (or http://) URL to POST alerts to."
+    )
+
+
+class PushTargetOut(Response):
+    id: str
+    kind: str
+    url: str
+    created_at: datetime
+
+
+class PushTargetCreated(PushTargetOut):
+    secret: str | None = Field(
+        description="The HMAC-SHA256 key of X-Camgate-Signature; shown only in this response."
+    )
+
+
+class PushTargetList(Response):
+    items: list[PushTargetOut]
+
+
+def target_out(target: PushTarget) -> PushTargetOut:
+    """The API view of a push target (no secret)."""
+    return PushTargetOut(id=target.id, kind=target.kind, url=target.address, created_at=target.created_at)
+
+
+@api.route(
+    "POST",
+    "/v1/push-targets",
+    summary="Register a push target; the response shows its signing secret, once",
+    tag="push",
+    body=PushTargetIn,
+    response=PushTargetCreated,
+    status=201,
+)
+async def add_push_target(call: Call) -> PushTargetCreated:
+    form = call.body(PushTargetIn)
+    target, secret = await services(call).push.add_target(
+        call.account_id, form.kind, form.url, client_address=call.address
+    )
+    return PushTargetCreated(**target_out(target).model_dump(), secret=secret)
+
+
+@api.route(
+    "GET", "/v1/push-targets", summary="List the account's push targets", tag="push", response=PushTargetList
+)
+async def list_push_targets(call: Call) -> PushTargetList:
+    return PushTargetList(
+        items=[target_out(t) for t in await services(call).push.list_targets(call.account_id)]
+    )
+
+
+@api.route("DELETE", "/v1/push-targets/{target_id}", summary="Remove a push target", tag="push", status=204)
+async def remove_push_target(call: Call) -> None:
+    await services(call).push.remove_target(
+        call.account_id, call.path("target_id"), client_address=call.address
+    )
