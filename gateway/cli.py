@@ -18,11 +18,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from sqlalchemy import or_, select
 
+from gateway.adapters.broker_auth import hash_gateway_password
 from gateway.adapters.db.tables import accounts, devices
 from gateway.bootstrap import Services, build
 from gateway.config import Settings, load_settings
 from gateway.domain.registry import COLUMNS
 from gateway.errors import CamgateError, ConfigError
+from gateway.services.broker_sync import sync_broker
 from gateway.services.registry import ImportReport, import_registry
 
 console = Console(stderr=True)
@@ -87,6 +89,22 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=500, help="rows per transaction (default 500)")
     p.set_defaults(func=registry_import)
 
+    brk = sub.add_parser("broker", help="broker accounts").add_subparsers(
+        dest="broker_command", required=True
+    )
+    p = brk.add_parser(
+        "sync",
+        help="rewrite the broker's password and ACL files from the registry and reload it",
+        description="Renders broker.password_file and broker.acl_file from the device registry and the "
+        "configured gateway accounts, then signals the broker (broker.pid_file). registry import does this "
+        "by itself when broker.password_file is set.",
+    )
+    p.set_defaults(func=broker_sync)
+    p = brk.add_parser(
+        "hash-password", help="print the $7$ hash of a gateway password read from standard input"
+    )
+    p.set_defaults(func=broker_hash_password)
+
     acct = sub.add_parser("account", help="account look-up").add_subparsers(
         dest="account_command", required=True
     )
@@ -149,6 +167,10 @@ async def registry_import(settings: Settings, args: argparse.Namespace) -> int:
                 progress=lambda n: progress.advance(task, n),
             )
         _print_report(report, dry_run=args.dry_run)
+        if report.imported and not args.dry_run:
+            synced = await sync_broker(services.engine, settings.broker)
+            if synced is not None:
+                console.print(f"broker accounts: {synced} cameras written, broker reloaded")
         return 1 if report.rejected else 0
 
     if args.batch_size < 1:
@@ -168,6 +190,30 @@ def _print_report(report: ImportReport, *, dry_run: bool) -> None:
             console.print(f"... and {len(report.rejected) - 50} more")
     verb = "would import" if dry_run else "imported"
     console.print(f"read {report.read} rows: {verb} {report.imported}, rejected {len(report.rejected)}")
+
+
+async def broker_sync(settings: Settings, _args: argparse.Namespace) -> int:
+    """``camgate broker sync``."""
+
+    async def work(services: Services) -> int:
+        synced = await sync_broker(services.engine, settings.broker)
+        if synced is None:
+            console.print("[red]broker.password_file and broker.acl_file are not configured[/red]")
+            return 2
+        console.print(f"broker accounts: {synced} cameras written")
+        return 0
+
+    return await _with_services(settings, work)
+
+
+async def broker_hash_password(_settings: Settings, _args: argparse.Namespace) -> int:
+    """``camgate broker hash-password``: the password comes on stdin, never on the command line."""
+    password = sys.stdin.readline().rstrip("\n")
+    if len(password) < 16:
+        console.print("[red]use a random password of at least 16 characters[/red]")
+        return 2
+    print(hash_gateway_password(password))
+    return 0
 
 
 async def account_show(settings: Settings, args: argparse.Namespace) -> int:

@@ -71,6 +71,33 @@ class MqttSettings(Section):
     )
 
 
+class GatewayAccount(Section):
+    username: str
+    password_hash: str = Field(description="Mosquitto $7$ hash (camgate broker hash-password prints one).")
+
+
+class BrokerSettings(Section):
+    """Where camgate renders the broker's password and ACL files from the registry (docs/broker.md)."""
+
+    password_file: Path | None = Field(None, description="Unset: camgate does not manage broker accounts.")
+    acl_file: Path | None = None
+    pid_file: Path | None = Field(
+        None, description="The broker's pid file, to signal a reload after a change."
+    )
+    group: str | None = Field(
+        None, description="Group the broker reads the files as (when camgate runs as root)."
+    )
+    gateways: list[GatewayAccount] = Field(
+        default_factory=list, description="Every gateway instance's account."
+    )
+
+    @model_validator(mode="after")
+    def _both_files(self) -> "BrokerSettings":
+        if (self.password_file is None) != (self.acl_file is None):
+            raise ValueError("set both broker.password_file and broker.acl_file, or neither")
+        return self
+
+
 class IngestSettings(Section):
     max_alert_bytes: int = Field(
         1024 * 1024, ge=1024, description="Larger alert messages are dead-lettered unread."
@@ -174,6 +201,7 @@ class Settings(BaseSettings):
     )
     notify: NotifySettings = NotifySettings()
     mqtt: MqttSettings = MqttSettings()
+    broker: BrokerSettings = BrokerSettings()
     ingest: IngestSettings = IngestSettings()
     push: PushSettings = PushSettings()
     security: SecuritySettings = SecuritySettings()

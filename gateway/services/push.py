@@ -260,11 +260,14 @@ class PushService:
         if self._db.dialect.name == "postgresql":
             # Instances skip each other's rows instead of queueing behind their locks.
             candidates = candidates.with_for_update(skip_locked=True)
+        # A CTE, not a plain IN (subquery): PostgreSQL may re-run such a subquery, and with SKIP LOCKED
+        # each re-run skips the rows just locked and takes the next ones, ignoring the LIMIT.
+        batch = candidates.cte("due_batch")
         # One statement: SQLite runs it under its write lock, PostgreSQL re-checks `due` on the row it
         # locked, so of two instances racing for a row exactly one gets it.
         claim = (
             update(push_outbox)
-            .where(push_outbox.c.id.in_(candidates.scalar_subquery()), *due)
+            .where(push_outbox.c.id.in_(select(batch.c.id)), *due)
             .values(claimed_by=token, claimed_until=now + self._lease)
             .returning(
                 push_outbox.c.id,
@@ -341,7 +344,7 @@ class PushService:
         try:
             store = self._stores.for_region(event.region)
             url = await store.presigned_get_url(event.thumbnail_key, self._settings.thumbnail_link_ttl_s)
-        except StorageError as exc:
+        except (StorageError, ValueError) as exc:  # ValueError: a TTL the backend cannot sign for
             log.warning("no thumbnail link for event %s: %s", event.id, exc)
             return fallback
         return url or fallback
