@@ -118,8 +118,11 @@ def acl_file_lines(gateways: Sequence[BrokerAccount]) -> Iterator[str]:
 def write_broker_files(
     files: BrokerFiles, devices: Iterable[tuple[str, str]], gateways: Sequence[BrokerAccount]
 ) -> int:
-    """Replaces the ACL, then the password file (so a new gateway's grants precede its login); returns
-    the number of device accounts written."""
+    """Replaces the ACL, then the password file, and returns the number of cameras written.
+
+    Every account is checked first: on InvalidBrokerAccount neither file has changed. The ACL goes first
+    so that a new gateway account's grants are in place before its login works.
+    """
     gid = _group_id(files.group)
     written = 0
 
@@ -144,7 +147,7 @@ def read_pid_file(path: Path) -> int:
     """The broker's pid from its ``pid_file``."""
     try:
         text = path.read_text(encoding="ascii").strip()
-    except OSError as exc:
+    except (OSError, UnicodeDecodeError) as exc:
         raise BrokerReloadFailed(f"cannot read the broker's pid file {path}: {exc}") from exc
     if not text.isascii() or not text.isdigit():
         raise BrokerReloadFailed(f"{path} does not hold a pid: {text[:40]!r}")
@@ -154,9 +157,10 @@ def read_pid_file(path: Path) -> int:
 def reload_broker(*, pid: int | None = None, pid_file: Path | None = None) -> int:
     """Sends SIGHUP so the broker re-reads its config, password and ACL files; returns the pid signalled.
 
-    The broker reloads on its next loop turn (milliseconds) and then disconnects clients whose account
-    is gone. It re-checks every connected client's password while doing so (about 0.7 ms each in the
-    broker's single thread): reload once per import batch, not once per device.
+    The broker reloads within about 100 ms (it holds signals while it waits for network events) and
+    disconnects clients whose account is gone or whose secret changed. To find them it re-checks every
+    connected client's password, about 0.7 ms each in its single thread: reload once per import batch,
+    not once per device.
     """
     if pid_file is not None and pid is None:
         target = read_pid_file(pid_file)

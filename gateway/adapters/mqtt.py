@@ -93,7 +93,7 @@ class MqttClient:
         v5 = settings.protocol == "5"
         self._client = paho.Client(
             CallbackAPIVersion.VERSION2,
-            client_id=settings.client_id,
+            client_id=settings.username,  # the broker enforces it anyway (use_username_as_clientid)
             clean_session=None if v5 else False,
             protocol=MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311,
             manual_ack=True,
