@@ -49,12 +49,12 @@ class MqttSettings(Section):
     enabled: bool = Field(True, description="Consume camera messages (off: HTTP API only).")
     host: str = "127.0.0.1"
     port: int = Field(1883, ge=1, le=65535)
-    username: str = "camgate-gateway"
-    password: SecretStr | None = None
-    client_id: str = Field(
+    username: str = Field(
         "camgate-gateway-1",
-        description="Stable per instance: the broker keeps this session's queue across restarts.",
+        description="One account per gateway instance, and its client id (the broker's use_username_as_clientid):"
+        " stable, so the broker keeps this instance's queue across restarts.",
     )
+    password: SecretStr | None = None
     protocol: Literal["5", "3.1.1"] = "5"
     session_expiry_s: int = Field(
         7 * 86400, ge=0, description="How long the broker queues for us while we are away."
