@@ -46,10 +46,17 @@ class TokenBuckets:
         self._max_keys = max_keys
         self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, at)
 
+    def _tokens(self, key: str, now: float) -> float:
+        tokens, at = self._buckets.get(key, (self._burst, now))
+        return min(self._burst, tokens + (now - at) * self._rate)
+
+    def allows(self, key: str, now: float) -> bool:
+        """True when ``key`` has a token, without spending it."""
+        return self._tokens(key, now) >= 1.0
+
     def take(self, key: str, now: float) -> bool:
         """Spends one token for ``key``; False when the key is over its rate."""
-        tokens, at = self._buckets.get(key, (self._burst, now))
-        tokens = min(self._burst, tokens + (now - at) * self._rate)
+        tokens = self._tokens(key, now)
         if tokens < 1.0:
             self._buckets[key] = (tokens, now)
             return False

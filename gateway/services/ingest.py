@@ -129,10 +129,29 @@ class IngestService:
         if await self._known(target.device_id, header.event_id):
             metrics.ALERTS.labels(Outcome.DUPLICATE.value).inc()
             return Outcome.DUPLICATE
-        if not self._buckets.take(serial, time.monotonic()):
+        # The rate is checked here but charged only once the alert is settled: retries of a transient
+        # failure must not use up the camera's allowance and turn a storage outage into rate-limit drops.
+        if not self._buckets.allows(serial, time.monotonic()):
             return await self.dead_letter(
                 topic, serial, "rate_limited", "the camera exceeds its alert rate", payload
             )
+        outcome = await self._store(topic, serial, header, body, payload, target, now)
+        self._buckets.take(serial, time.monotonic())
+        if outcome is Outcome.STORED:
+            metrics.INGEST_SECONDS.observe(time.perf_counter() - started)
+        return outcome
+
+    async def _store(
+        self,
+        topic: str,
+        serial: str,
+        header: AlertHeader,
+        body: memoryview,
+        payload: bytes,
+        target: _Target,
+        now: datetime,
+    ) -> Outcome:
+        assert target.account_id is not None and target.region is not None
         try:
             snap = await self._images.snapshot(body)
         except BadImage as exc:
@@ -178,8 +197,6 @@ class IngestService:
                 await self._seen(conn, target.device_id, now)
         outcome = Outcome.STORED if inserted else Outcome.DUPLICATE
         metrics.ALERTS.labels(outcome.value).inc()
-        if inserted:
-            metrics.INGEST_SECONDS.observe(time.perf_counter() - started)
         return outcome
 
     async def _target(self, serial: str) -> _Target | None:

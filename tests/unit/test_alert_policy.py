@@ -40,3 +40,10 @@ def test_token_buckets_stay_bounded() -> None:
     for i in range(1000):
         assert buckets.take(f"cam{i}", float(i))
     assert len(buckets._buckets) <= 11
+
+
+def test_allows_peeks_without_spending() -> None:
+    buckets = TokenBuckets(burst=1, per_second=1.0)
+    assert buckets.allows("a", 0.0) and buckets.allows("a", 0.0)
+    assert buckets.take("a", 0.0)
+    assert not buckets.allows("a", 0.5)
