@@ -11,10 +11,10 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 
-from sqlalchemy import insert, select
+from sqlalchemy import bindparam, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway import metrics
@@ -62,6 +62,43 @@ class _Target:
     account_id: str | None
     region: str | None
     prefs: AlertPrefs
+    known: bool  # this event id of this camera is already stored
+    last_seen_at: datetime | None
+
+
+PRESENCE_REFRESH = timedelta(seconds=60)  # alerts refresh "last seen" at most this often
+
+
+# Everything the decision about one alert needs, including whether it is a redelivery, in one query.
+_TARGET_QUERY = (
+    select(
+        devices.c.id,
+        devices.c.owner_account_id,
+        accounts.c.region,
+        alert_settings.c.message_alerts,
+        alert_settings.c.event_kinds,
+        device_alert_settings.c.muted,
+        device_alert_settings.c.snoozed_until,
+        events.c.id.label("event_id"),
+        device_presence.c.last_seen_at,
+        device_presence.c.online,
+    )
+    .select_from(
+        devices.outerjoin(accounts, accounts.c.id == devices.c.owner_account_id)
+        .outerjoin(alert_settings, alert_settings.c.account_id == devices.c.owner_account_id)
+        .outerjoin(
+            device_alert_settings,
+            (device_alert_settings.c.device_id == devices.c.id)
+            & (device_alert_settings.c.account_id == devices.c.owner_account_id),
+        )
+        .outerjoin(
+            events,
+            (events.c.device_id == devices.c.id) & (events.c.camera_event_id == bindparam("camera_event_id")),
+        )
+        .outerjoin(device_presence, device_presence.c.device_id == devices.c.id)
+    )
+    .where(devices.c.serial == bindparam("serial"))
+)
 
 
 class IngestService:
@@ -112,7 +149,7 @@ class IngestService:
     ) -> Outcome:
         started = time.perf_counter()
         now = self._clock.now()
-        target = await self._target(serial)
+        target = await self._target(serial, header.event_id)
         if target is None:
             return await self.dead_letter(
                 topic, serial, "unknown_device", "no such serial in the registry", payload
@@ -126,7 +163,7 @@ class IngestService:
             metrics.ALERTS_DROPPED.labels(drop.value).inc()
             metrics.ALERTS.labels(Outcome.DROPPED.value).inc()
             return Outcome.DROPPED
-        if await self._known(target.device_id, header.event_id):
+        if target.known:
             metrics.ALERTS.labels(Outcome.DUPLICATE.value).inc()
             return Outcome.DUPLICATE
         # The rate is checked here but charged only once the alert is settled: retries of a transient
@@ -194,36 +231,18 @@ class IngestService:
                         event_id=event_id, account_id=target.account_id, created_at=now, next_attempt_at=now
                     )
                 )
-                await self._seen(conn, target.device_id, now)
+                if target.last_seen_at is None or now - target.last_seen_at > PRESENCE_REFRESH:
+                    await self._seen(conn, target.device_id, now)
         outcome = Outcome.STORED if inserted else Outcome.DUPLICATE
         metrics.ALERTS.labels(outcome.value).inc()
         return outcome
 
-    async def _target(self, serial: str) -> _Target | None:
+    async def _target(self, serial: str, camera_event_id: str) -> _Target | None:
         # Read fresh for every alert: an opt-out must hold from the moment it is saved.
-        query = (
-            select(
-                devices.c.id,
-                devices.c.owner_account_id,
-                accounts.c.region,
-                alert_settings.c.message_alerts,
-                alert_settings.c.event_kinds,
-                device_alert_settings.c.muted,
-                device_alert_settings.c.snoozed_until,
-            )
-            .select_from(
-                devices.outerjoin(accounts, accounts.c.id == devices.c.owner_account_id)
-                .outerjoin(alert_settings, alert_settings.c.account_id == devices.c.owner_account_id)
-                .outerjoin(
-                    device_alert_settings,
-                    (device_alert_settings.c.device_id == devices.c.id)
-                    & (device_alert_settings.c.account_id == devices.c.owner_account_id),
-                )
-            )
-            .where(devices.c.serial == serial)
-        )
         async with self._db.connect() as conn:
-            row = (await conn.execute(query)).first()
+            row = (
+                await conn.execute(_TARGET_QUERY, {"serial": serial, "camera_event_id": camera_event_id})
+            ).first()
         if row is None:
             return None
         prefs = AlertPrefs(
@@ -232,16 +251,8 @@ class IngestService:
             muted=bool(row.muted),
             snoozed_until=row.snoozed_until,
         )
-        return _Target(row.id, row.owner_account_id, row.region, prefs)
-
-    async def _known(self, device_id: str, camera_event_id: str) -> bool:
-        async with self._db.connect() as conn:
-            found = await conn.execute(
-                select(events.c.id).where(
-                    events.c.device_id == device_id, events.c.camera_event_id == camera_event_id
-                )
-            )
-            return found.first() is not None
+        last_seen = row.last_seen_at if row.online else None
+        return _Target(row.id, row.owner_account_id, row.region, prefs, row.event_id is not None, last_seen)
 
     async def _status(self, topic: str, serial: str, payload: bytes) -> Outcome:
         try:

@@ -1,26 +1,47 @@
-"""The few statements SQLite and PostgreSQL spell differently."""
+"""The few statements SQLite and PostgreSQL spell differently, built once per table and dialect so the
+hot path reuses SQLAlchemy's compiled-statement cache instead of rebuilding statements per call."""
 
 from collections.abc import Mapping, Sequence
+from functools import cache
 from typing import Any
 
 from sqlalchemy import Table
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import Insert as PgInsert
+from sqlalchemy.dialects.sqlite import Insert as SqliteInsert
 from sqlalchemy.ext.asyncio import AsyncConnection
+
+
+def _insert(dialect_name: str, table: Table) -> PgInsert | SqliteInsert:
+    if dialect_name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
+
+
+@cache
+def _insert_ignore(dialect_name: str, table: Table, conflict: tuple[str, ...]) -> PgInsert | SqliteInsert:
+    return _insert(dialect_name, table).on_conflict_do_nothing(index_elements=list(conflict))
+
+
+@cache
+def _upsert(
+    dialect_name: str, table: Table, columns: tuple[str, ...], key: tuple[str, ...]
+) -> PgInsert | SqliteInsert:
+    stmt = _insert(dialect_name, table)
+    changes = {name: stmt.excluded[name] for name in columns if name not in key}
+    return stmt.on_conflict_do_update(index_elements=list(key), set_=changes)
 
 
 async def insert_ignore(
     conn: AsyncConnection, table: Table, values: Mapping[str, Any], conflict: Sequence[str]
 ) -> bool:
     """INSERT … ON CONFLICT DO NOTHING; True when the row was inserted."""
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    stmt = dialect.insert(table).values(**values).on_conflict_do_nothing(index_elements=list(conflict))
-    result = await conn.execute(stmt)
+    stmt = _insert_ignore(conn.dialect.name, table, tuple(conflict))
+    result = await conn.execute(stmt, dict(values))
     return bool(result.rowcount)
 
 
 async def upsert(conn: AsyncConnection, table: Table, values: Mapping[str, Any], key: Sequence[str]) -> None:
     """INSERT … ON CONFLICT (key) DO UPDATE SET every other given column."""
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    stmt = dialect.insert(table).values(**values)
-    changes = {name: stmt.excluded[name] for name in values if name not in key}
-    await conn.execute(stmt.on_conflict_do_update(index_elements=list(key), set_=changes))
+    stmt = _upsert(conn.dialect.name, table, tuple(sorted(values)), tuple(key))
+    await conn.execute(stmt, dict(values))

@@ -26,12 +26,18 @@ async def liveness(call: Call) -> s.Health:
     other_statuses=(503,),
 )
 async def readiness(call: Call) -> s.Health | Reply:
+    checks = {"database": "ok"}
     try:
         async with services(call).engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
     except Exception as exc:  # noqa: BLE001 - any failure means "not ready", reported by name
-        return Reply(s.Health(status="unavailable", checks={"database": type(exc).__name__}), 503)
-    return s.Health(status="ok", checks={"database": "ok"})
+        checks["database"] = type(exc).__name__
+    mqtt = services(call).mqtt
+    if mqtt is not None:
+        checks["broker"] = "ok" if mqtt.connected.is_set() else "disconnected"
+    if any(v != "ok" for v in checks.values()):
+        return Reply(s.Health(status="unavailable", checks=checks), 503)
+    return s.Health(status="ok", checks=checks)
 
 
 @api.route("GET", "/metrics", summary="Prometheus metrics", tag="ops", auth=False)
