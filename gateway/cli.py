@@ -282,10 +282,10 @@ async def device_show(settings: Settings, args: argparse.Namespace) -> int:
 
 async def serve(settings: Settings, _args: argparse.Namespace) -> int:
     """``camgate serve``: runs until SIGINT or SIGTERM."""
-    return await _with_services(settings, _serve_until_stopped)
+    return await _with_services(settings, serve_until_stopped)
 
 
-async def _serve_until_stopped(services: Services, banner: Callable[[str], None] | None = None) -> int:
+async def serve_until_stopped(services: Services, banner: Callable[[str], None] | None = None) -> int:
     from gateway.api.app import create_app  # the API is only needed by the commands that serve it
 
     runner = web.AppRunner(create_app(services), access_log=None)
@@ -308,41 +308,7 @@ async def _serve_until_stopped(services: Services, banner: Callable[[str], None]
 
 
 async def demo(settings: Settings, args: argparse.Namespace) -> int:
-    """``camgate demo``: a simulated fleet imported into the embedded database, then the service."""
-    from device_sim.registry import new_fleet, write_labels, write_registry
+    """``camgate demo``: the whole system on embedded defaults (gateway/demo.py)."""
+    from gateway.demo import run
 
-    fleet_dir = settings.data_dir / "fleet"
-    registry = fleet_dir / "registry.csv"
-
-    async def work(services: Services) -> int:
-        if not registry.exists():
-            fleet = new_fleet(args.cameras)
-            write_registry(fleet, registry)
-            write_labels(fleet, fleet_dir / "labels.html")
-            with registry.open(newline="") as handle:
-                report = await import_registry(
-                    services.engine, services.pepper, services.clock, _csv_rows(handle)
-                )
-            console.print(f"simulated factory: {report.imported} cameras imported from {registry}")
-
-        def banner(url: str) -> None:
-            console.print(_demo_banner(url, registry, fleet_dir, settings.notify.mailbox_dir), soft_wrap=True)
-
-        return await _serve_until_stopped(services, banner)
-
-    return await _with_services(settings, work)
-
-
-def _demo_banner(url: str, registry: Path, fleet_dir: Path, mailbox: Path) -> str:
-    return f"""
-[bold green]camgate is running at {url}[/bold green]  (Ctrl-C stops it; data lives in ./var)
-
-  API description   {url}/v1/openapi.json
-  camera labels     {fleet_dir / "labels.html"}  (serial + verification code of each simulated camera)
-  factory registry  {registry}
-  your inbox        {mailbox}/<your e-mail or phone>/   (one-time codes land here in development)
-
-Try it (README, 'Walk-through'):
-  curl -s {url}/v1/accounts -H 'Content-Type: application/json' \\
-       -d '{{"identifier":"me@example.com","password":"a long passphrase","birth_date":"1990-01-01","region":"sg"}}'
-"""
+    return await run(settings, args.cameras, console)

@@ -22,7 +22,15 @@ from gateway.domain.accounts import (
     password_problem,
 )
 from gateway.domain.credentials import keyed_digest
-from gateway.errors import Forbidden, InvalidRequest, NotFound, RateLimited, Unauthenticated, Unavailable
+from gateway.errors import (
+    Conflict,
+    Forbidden,
+    InvalidRequest,
+    NotFound,
+    RateLimited,
+    Unauthenticated,
+    Unavailable,
+)
 from gateway.ports import Clock, Message, MessageSender, PasswordHasher
 from gateway.services import audit
 from gateway.services.throttle import Window
@@ -178,6 +186,35 @@ class AccountService:
                 message = await self._new_code(conn, account_id, ident, now)
         await self._deliver(message)
         return ident
+
+    async def create_confirmed(self, form: SignUp, *, actor: str) -> Account:
+        """Creates an active account without a one-time code: for operators (test and demo accounts,
+        staff); the same rules as sign-up apply, and the creation is audited with who did it."""
+        ident = _identifier(form.identifier)
+        self._check_sign_up(form, ident)
+        password_hash = await self._hasher.hash(form.password)
+        now = self._clock.now()
+        account_id = str(uuid.uuid4())
+        async with self._db.begin() as conn:
+            taken = await conn.execute(select(accounts.c.id).where(accounts.c[_column(ident)] == ident.value))
+            if taken.first() is not None:
+                raise Conflict("identifier_taken", f"{ident.value} already has an account")
+            await conn.execute(
+                insert(accounts).values(
+                    id=account_id,
+                    **{_column(ident): ident.value},
+                    password_hash=password_hash,
+                    display_name=form.display_name,
+                    birth_date=form.birth_date,
+                    region=form.region,
+                    time_zone=form.time_zone,
+                    status="active",
+                    created_at=now,
+                    confirmed_at=now,
+                )
+            )
+            await audit.record(conn, account_id=account_id, actor=actor, action="account.created", at=now)
+        return await self.get(account_id)
 
     async def _deliver(self, message: Message) -> None:
         try:
