@@ -521,8 +521,8 @@ class AccountService:
         if locale is not None:
             changes["locale"] = locale
         now = self._clock.now()
+        before = await self.get(account_id)
         async with self._db.begin() as conn:
-            before = await self.get(account_id)
             if changes:
                 await conn.execute(update(accounts).where(accounts.c.id == account_id).values(**changes))
                 await audit.record(
