@@ -12,7 +12,6 @@ import json
 import re
 import struct
 from dataclasses import dataclass
-from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
@@ -104,7 +103,7 @@ class ConfigHeader(Header):
     type: Literal["config"] = "config"
     alerts_enabled: bool
     event_kinds: list[str] | None = Field(None, description="None: all kinds.")
-    snoozed_until: datetime | None = None
+    snoozed_until: AwareDatetime | None = None
     issued_at: AwareDatetime
 
 
