@@ -80,7 +80,7 @@ async def prepare(
             ),
             actor="ops:demo",
         )
-        for row in rows:
+        for row in rows[:-FREE_CAMERAS]:
             await services.devices.bind(
                 account.id,
                 row["serial"],
@@ -88,7 +88,9 @@ async def prepare(
                 name=f"Camera {row['serial'][-4:]}",
                 address="demo",
             )
-        console.print(f"demo account {DEMO_ACCOUNT} created; its {len(rows)} cameras are bound to it")
+        console.print(
+            f"demo account {DEMO_ACCOUNT} created; {len(rows) - FREE_CAMERAS} cameras are bound to it"
+        )
     except Conflict:
         pass  # an earlier run made it
     return rows
@@ -107,6 +109,26 @@ async def report_progress(services: Services, console: Console, every_s: float =
         await asyncio.sleep(every_s)
 
 
+async def run_fleet(services: Services, registry: Path, port: int, console: Console) -> None:
+    """The simulated cameras, started once the gateway's session is up (so it misses nothing)."""
+    from device_sim import Fleet, FleetOptions, SceneOptions, read_registry
+
+    assert services.mqtt is not None
+    await services.mqtt.connected.wait()
+    devices = read_registry(registry)
+    for device in devices:  # each camera's retained config: unbound ones are told not to send
+        await services.alert_settings.publish_for(device.serial)
+    options = FleetOptions(scene=SceneOptions(mean_gap_s=20.0))  # livelier than a real street
+    async with Fleet(devices, "127.0.0.1", port, options) as fleet:
+        console.print(f"simulated fleet: {fleet.online} cameras online, watching their scenes for motion")
+        await asyncio.Event().wait()  # until cancelled
+
+
+async def _cancel(task: "asyncio.Task[None]") -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
 async def run(settings: Settings, cameras: int, console: Console) -> int:
     """Runs until Ctrl-C."""
     from gateway.cli import serve_until_stopped
@@ -122,7 +144,9 @@ async def run(settings: Settings, cameras: int, console: Console) -> int:
         await asyncio.to_thread(broker.start)
         stack.callback(broker.stop)
         progress = asyncio.create_task(report_progress(services, console))
-        stack.callback(progress.cancel)
+        stack.push_async_callback(_cancel, progress)
+        fleet = asyncio.create_task(run_fleet(services, fleet_dir / "registry.csv", broker.port, console))
+        stack.push_async_callback(_cancel, fleet)
 
         def banner(url: str) -> None:
             console.print(

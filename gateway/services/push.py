@@ -126,6 +126,7 @@ class PushService:
         self._jitter = jitter
         self._instance = instance or f"{socket.gethostname()[:40]}:{os.getpid()}"
         self._slots = asyncio.Semaphore(self._settings.workers)
+        self._loops: dict[asyncio.Event, asyncio.Event] = {}  # each running loop's stop → its "done"
         # A row's targets are sent concurrently but share `workers` slots with the batch's other rows,
         # and each send may spend a timeout resolving and another one posting: the lease covers that.
         self._lease = timedelta(seconds=2 * self._settings.timeout_s * (MAX_TARGETS_PER_ACCOUNT + 1))
@@ -222,16 +223,30 @@ class PushService:
     # --- dispatcher ------------------------------------------------------------------------------
 
     async def run_forever(self, stop: asyncio.Event) -> None:
-        """Dispatches until ``stop`` is set, polling every ``push.poll_s`` while the outbox is idle."""
-        while not stop.is_set():
-            try:
-                handled = await self.run_once()
-            except Exception:
-                log.exception("push dispatch failed; retrying in %.1f s", self._settings.poll_s)
-                handled = 0
-            if handled == 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), self._settings.poll_s)
+        """Dispatches until ``stop`` is set (or ``aclose``), polling every ``push.poll_s`` while idle."""
+        done = self._loops[stop] = asyncio.Event()
+        try:
+            while not stop.is_set():
+                try:
+                    handled = await self.run_once()
+                except Exception:
+                    log.exception("push dispatch failed; retrying in %.1f s", self._settings.poll_s)
+                    handled = 0
+                if handled == 0:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), self._settings.poll_s)
+        finally:
+            del self._loops[stop]
+            done.set()
+
+    async def aclose(self) -> None:
+        """Stops the running loops and waits for their deliveries in flight; runs before the engine
+        closes, so no loop touches a disposed engine whatever order the app and the services stop in."""
+        loops = list(self._loops.items())
+        for stop, _ in loops:
+            stop.set()
+        for _, done in loops:
+            await done.wait()
 
     async def run_once(self) -> int:
         """Claims the due outbox rows (up to ``push.workers``), delivers them; returns how many it handled."""
