@@ -14,7 +14,8 @@ from tests.support.mosquitto import MosquittoBroker
 SECRET_KEY = "s" * 40
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A free TCP port on the loopback interface."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -24,7 +25,7 @@ class GatewayProcess:
     """One gateway instance; ``start`` waits until /readyz says the database and broker are up."""
 
     def __init__(self, database_url: str, data_dir: Path, broker: MosquittoBroker, **env: str) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.log = data_dir / "gateway.log"
         self.env = {
             **os.environ,

@@ -1,0 +1,64 @@
+"""The README's run command (``camgate demo``) as a person runs it: it starts, its demo account logs in and
+sees its cameras, the broker and database are ready, and Ctrl-C stops it cleanly."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from tests.support.gateway_proc import free_port
+from tests.support.mosquitto import find_mosquitto
+
+
+def request(
+    url: str, body: dict[str, str] | None = None, token: str | None = None
+) -> tuple[int, dict[str, object]]:
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, headers=headers)  # noqa: S310 - a local URL
+    with urllib.request.urlopen(req, timeout=5) as resp:  # noqa: S310
+        return resp.status, json.loads(resp.read())
+
+
+def test_demo_starts_serves_and_stops(tmp_path: Path) -> None:
+    assert find_mosquitto(), "the demo needs mosquitto (scripts/bootstrap installs it)"
+    port = free_port()
+    env = {**os.environ, "CAMGATE_HTTP__PORT": str(port), "COLUMNS": "200"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "demo"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
+            try:
+                status, ready = request(f"{base}/readyz")
+                if status == 200:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "demo not ready in 60 s"
+            time.sleep(0.2)
+        assert ready["checks"] == {"database": "ok", "broker": "ok"}
+        _, session = request(
+            f"{base}/v1/sessions", {"identifier": "demo@camgate.local", "password": "camgate demo password"}
+        )
+        _, devices = request(f"{base}/v1/devices", token=str(session["token"]))
+        assert len(devices["items"]) == 3  # type: ignore[arg-type]
+        assert (tmp_path / "var" / "fleet" / "labels.html").exists()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out = proc.communicate(timeout=30)[0].decode()
+    assert proc.returncode == 0, out
+    assert "camgate is running at" in out and "Traceback" not in out
