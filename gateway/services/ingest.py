@@ -216,6 +216,7 @@ class IngestService:
                     "kind": header.kind,
                     "captured_at": captured,
                     "received_at": now,
+                    "stored_at": self._clock.now(),
                     "region": target.region,
                     "snapshot_key": snap_key,
                     "thumbnail_key": thumb_key,

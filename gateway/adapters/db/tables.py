@@ -191,6 +191,7 @@ events = Table(
     Column("kind", String(32), nullable=False),
     Column("captured_at", UtcDateTime, nullable=False),
     Column("received_at", UtcDateTime, nullable=False),
+    Column("stored_at", UtcDateTime),  # when the event was committed (publish-to-commit latency)
     Column("region", String(16), nullable=False),
     Column("snapshot_key", String(300), nullable=False),
     Column("thumbnail_key", String(300), nullable=False),
