@@ -124,7 +124,8 @@ class PushService:
         self._providers = dict(providers)
         self._stores = stores
         self._jitter = jitter
-        self._instance = instance or f"{socket.gethostname()[:40]}:{os.getpid()}"
+        # claimed_by is 64 characters: the instance name, "/" and a 12-character claim token.
+        self._instance = (instance or f"{socket.gethostname()}:{os.getpid()}")[:51]
         self._slots = asyncio.Semaphore(self._settings.workers)
         self._loops: dict[asyncio.Event, asyncio.Event] = {}  # each running loop's stop → its "done"
         # A row's targets are sent concurrently but share `workers` slots with the batch's other rows,

@@ -67,8 +67,9 @@ async def services(settings: Settings, clock: ManualClock) -> AsyncIterator[Serv
 
 
 @pytest.fixture
-async def client(aiohttp_client: Callable[..., Awaitable[TestClient]], services: Services) -> TestClient:
-    """An HTTP client of the real app."""
+async def client(services: Services, aiohttp_client: Callable[..., Awaitable[TestClient]]) -> TestClient:
+    """An HTTP client of the real app. ``services`` comes first so that it is torn down last, after the
+    app's background jobs have stopped."""
     return await aiohttp_client(create_app(services))
 
 

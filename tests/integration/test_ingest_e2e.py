@@ -21,7 +21,7 @@ from gateway.config import Settings
 from gateway.services.registry import import_registry
 from gateway.wire import ConfigHeader, decode
 from tests.integration.conftest import test_settings
-from tests.support.api import auth, new_user
+from tests.support.api import auth, new_user, serve
 from tests.support.clock import ManualClock
 from tests.support.media import alert, jpeg
 from tests.support.mosquitto import MosquittoBroker, MqttTestClient
@@ -32,7 +32,6 @@ Factory = Callable[..., Awaitable[tuple[TestClient, Services]]]
 
 @pytest.fixture
 async def gateway(
-    aiohttp_client: Callable[..., Awaitable[TestClient]],
     mosquitto_broker: MosquittoBroker,
     database_url: str,
     tmp_path: Path,
@@ -50,7 +49,7 @@ async def gateway(
             }
             settings: Settings = test_settings(database_url, tmp_path, mqtt=mqtt, **overrides)
             services = await build(settings, stack, clock=ManualClock())
-            client = await aiohttp_client(create_app(services))
+            client = await serve(create_app(services), stack)
             await asyncio.wait_for(services.mqtt.connected.wait(), 10)  # type: ignore[union-attr]
             await asyncio.sleep(0.2)  # the SUBACK follows the CONNACK
             return client, services

@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestServer
 from aiosmtpd.controller import Controller
 
 from gateway.adapters.senders import DeliveryFailed, SmsWebhookSender, SmtpSender
@@ -23,7 +23,7 @@ from gateway.config import SmsWebhookSettings, SmtpSettings
 from gateway.domain.accounts import Channel
 from gateway.ports import Message
 from tests.integration.conftest import test_settings
-from tests.support.api import sign_up_body
+from tests.support.api import serve, sign_up_body
 from tests.support.clock import ManualClock
 
 
@@ -104,7 +104,6 @@ async def test_sms_webhook_sender(sms_provider: tuple[list[dict[str, Any]], str,
 
 
 async def test_sign_up_by_email_and_phone_through_real_providers(
-    aiohttp_client: Callable[..., Awaitable[TestClient]],
     smtp: tuple[Inbox, int],
     sms_provider: tuple[list[dict[str, Any]], str, list[int]],
     tmp_path: Path,
@@ -120,7 +119,7 @@ async def test_sign_up_by_email_and_phone_through_real_providers(
         },
     )
     async with AsyncExitStack() as stack:
-        client = await aiohttp_client(create_app(await build(settings, stack, clock=ManualClock())))
+        client = await serve(create_app(await build(settings, stack, clock=ManualClock())), stack)
         assert (await client.post("/v1/accounts", json=sign_up_body("mail@example.com"))).status == 202
         assert (await client.post("/v1/accounts", json=sign_up_body("+65 9123 4567"))).status == 202
         await asyncio.sleep(0)
@@ -134,16 +133,14 @@ async def test_sign_up_by_email_and_phone_through_real_providers(
         assert json.dumps(received).count("code is") == 1
 
 
-async def test_provider_failure_is_a_503_problem(
-    aiohttp_client: Callable[..., Awaitable[TestClient]], tmp_path: Path
-) -> None:
+async def test_provider_failure_is_a_503_problem(tmp_path: Path) -> None:
     settings = test_settings(
         f"sqlite+aiosqlite:///{tmp_path}/cg.db",
         tmp_path,
         notify={"smtp": {"host": "127.0.0.1", "port": _free_port(), "starttls": False}},
     )
     async with AsyncExitStack() as stack:
-        client = await aiohttp_client(create_app(await build(settings, stack, clock=ManualClock())))
+        client = await serve(create_app(await build(settings, stack, clock=ManualClock())), stack)
         resp = await client.post("/v1/accounts", json=sign_up_body("down@example.com"))
         assert resp.status == 503 and (await resp.json())["code"] == "code_delivery_failed"
         assert "Retry-After" in resp.headers

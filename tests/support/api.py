@@ -1,10 +1,12 @@
 """Helpers for API tests: sign a person up through the real API and read their code from the mailbox."""
 
 import re
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
-from aiohttp.test_utils import TestClient
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 
 PASSWORD = "correct horse battery"
 
@@ -45,3 +47,12 @@ async def new_user(client: TestClient, mailbox: Path, identifier: str) -> str:
     resp = await client.post("/v1/sessions", json={"identifier": identifier, "password": PASSWORD})
     assert resp.status == 201, await resp.text()
     return str((await resp.json())["token"])
+
+
+async def serve(app: web.Application, stack: AsyncExitStack) -> TestClient:
+    """A client of ``app`` that the stack closes, so the app's background jobs stop before whatever the
+    stack opened earlier (the services they use) is closed."""
+    client = TestClient(TestServer(app))
+    await client.start_server()
+    stack.push_async_callback(client.close)
+    return client
