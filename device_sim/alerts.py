@@ -2,6 +2,8 @@
 the broker has not acknowledged yet (re-published byte for byte, so with the same event id)."""
 
 import secrets
+import time
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -48,6 +50,12 @@ def config_allows(config: ConfigHeader | None, kind: str, now: datetime) -> bool
     return config.event_kinds is None or kind in config.event_kinds
 
 
+# The broker saves its queues once a second (deploy/mosquitto): what it acknowledged in the second before a
+# crash may be gone. Re-sending what was acknowledged within this window after a reconnect closes that gap;
+# the gateway keeps one event per event id, so a re-send of something it already has costs nothing.
+RESEND_WINDOW_S = 5.0
+
+
 class Outbox:
     """Published alerts awaiting their PUBACK, oldest first, bounded like a camera's flash buffer.
 
@@ -56,9 +64,11 @@ class Outbox:
     (camera, event id).
     """
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, *, resend_window_s: float = RESEND_WINDOW_S) -> None:
         self._limit = limit
+        self._window = resend_window_s
         self._pending: dict[str, bytes] = {}
+        self._recent: deque[tuple[float, str, bytes]] = deque()  # (acked at, event id, envelope)
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -75,10 +85,22 @@ class Outbox:
         self._pending[event_id] = payload
         return True
 
-    def ack(self, event_id: str) -> bool:
-        """Forgets an acknowledged alert; False when it was not pending (a duplicate PUBACK)."""
-        return self._pending.pop(event_id, None) is not None
+    def ack(self, event_id: str, now: float | None = None) -> bool:
+        """Moves an acknowledged alert to the recent ones; False when it was not pending (a duplicate
+        PUBACK)."""
+        payload = self._pending.pop(event_id, None)
+        if payload is None:
+            return False
+        self._recent.append((time.monotonic() if now is None else now, event_id, payload))
+        if len(self._recent) > self._limit:
+            self._recent.popleft()
+        return True
 
-    def pending(self) -> Iterator[tuple[str, bytes]]:
-        """What to re-publish after a reconnect, oldest first."""
+    def pending(self, now: float | None = None) -> Iterator[tuple[str, bytes]]:
+        """What to re-publish after a reconnect, oldest first: the unacknowledged alerts, and those
+        acknowledged within the resend window, which a broker that crashed may not have saved yet."""
+        cutoff = (time.monotonic() if now is None else now) - self._window
+        while self._recent and self._recent[0][0] < cutoff:
+            self._recent.popleft()
+        yield from [(event_id, payload) for _, event_id, payload in self._recent]
         yield from list(self._pending.items())
