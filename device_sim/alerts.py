@@ -50,8 +50,8 @@ def config_allows(config: ConfigHeader | None, kind: str, now: datetime) -> bool
     return config.event_kinds is None or kind in config.event_kinds
 
 
-# The broker saves its queues once a second (deploy/mosquitto): what it acknowledged in the second before a
-# crash may be gone. Re-sending what was acknowledged within this window after a reconnect closes that gap;
+# The broker saves its queues every second or two (deploy/mosquitto): what it acknowledged in the two seconds
+# before a crash may be gone. Re-sending what was acknowledged within this window after a reconnect closes that gap;
 # the gateway keeps one event per event id, so a re-send of something it already has costs nothing.
 RESEND_WINDOW_S = 5.0
 
