@@ -225,6 +225,8 @@ class Settings(BaseSettings):
             raise ValueError("security.secret_key must be at least 32 characters")
         if self.environment == "production" and key is None:
             raise ValueError("security.secret_key must be set in production")
+        if self.environment == "production" and self.mqtt.enabled and self.mqtt.password is None:
+            raise ValueError("mqtt.password must be set in production (the broker refuses anonymous clients)")
         return self
 
     @classmethod

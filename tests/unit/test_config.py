@@ -52,7 +52,13 @@ def test_unreadable_file_is_a_config_error(tmp_path: Path) -> None:
         load_settings(bad)
 
 
-def test_the_shipped_example_config_loads() -> None:
+def test_the_shipped_example_config_loads(monkeypatch: pytest.MonkeyPatch) -> None:
     example = Path(__file__).parents[2] / "deploy" / "camgate.example.toml"
-    settings = load_settings(example, security={"secret_key": "x" * 40})
+    with pytest.raises(ConfigError, match="mqtt.password must be set in production"):
+        load_settings(example, security={"secret_key": "x" * 40})
+    # secrets come from the environment, as the example says
+    monkeypatch.setenv("CAMGATE_SECURITY__SECRET_KEY", "x" * 40)
+    monkeypatch.setenv("CAMGATE_MQTT__PASSWORD", "a-long-random-broker-password")
+    settings = load_settings(example)
     assert settings.environment == "production" and settings.notify.smtp is not None
+    assert settings.broker.gateways[0].username == settings.mqtt.username
