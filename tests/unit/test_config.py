@@ -54,7 +54,7 @@ def test_unreadable_file_is_a_config_error(tmp_path: Path) -> None:
 
 def test_the_shipped_example_config_loads(monkeypatch: pytest.MonkeyPatch) -> None:
     example = Path(__file__).parents[2] / "deploy" / "camgate.example.toml"
-    with pytest.raises(ConfigError, match="mqtt.password must be set in production"):
+    with pytest.raises(ConfigError, match=r"mqtt\.password must be set in production"):
         load_settings(example, security={"secret_key": "x" * 40})
     # secrets come from the environment, as the example says
     monkeypatch.setenv("CAMGATE_SECURITY__SECRET_KEY", "x" * 40)
