@@ -7,6 +7,7 @@ before the acknowledgement makes the broker redeliver, and the redelivery finds 
 same event id: no loss, no duplicate.
 """
 
+import asyncio
 import logging
 import time
 import uuid
@@ -198,9 +199,11 @@ class IngestService:
         captured = header.captured_at
         snap_key = snapshot_key(target.account_id, target.device_id, header.event_id, captured)
         thumb_key = thumbnail_key(target.account_id, target.device_id, header.event_id, captured)
-        tags = {"kind": "snapshot"}
-        await store.put(snap_key, bytes(body), content_type="image/jpeg", tags=tags)
-        await store.put(thumb_key, snap.thumbnail, content_type="image/jpeg", tags={"kind": "thumbnail"})
+        # Both at once: they are independent create-once writes, and both must land before the commit.
+        await asyncio.gather(
+            store.put(snap_key, bytes(body), content_type="image/jpeg", tags={"kind": "snapshot"}),
+            store.put(thumb_key, snap.thumbnail, content_type="image/jpeg", tags={"kind": "thumbnail"}),
+        )
         metrics.STORED_BYTES.inc(len(body) + len(snap.thumbnail))
 
         event_id = str(uuid.uuid4())
