@@ -28,8 +28,10 @@ async def test_load_mode_meets_a_modest_rate_and_every_alert_is_acknowledged(
     async with Fleet(devices, mosquitto_broker.host, mosquitto_broker.port, options) as fleet:
         report = await run_load(fleet, rate=100, duration_s=3.0, pool=pool)
 
-    assert 85 <= report.achieved_rate <= 115, report.achieved_rate
-    assert 255 <= report.sent <= 345
+    # Loose bounds: this runs on a shared 2-core machine next to the broker and the subscriber; the
+    # pacing itself is checked exactly, on a fake clock, in tests/unit/test_sim_pacing.py.
+    assert 70 <= report.achieved_rate <= 115, report.achieved_rate
+    assert 210 <= report.sent <= 345
     assert report.all_acked and report.acked == report.sent
     assert {r.serial for r in report.records} == {d.serial for d in devices}, "cameras take turns"
     for r in report.records:
