@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.sim_scale [--cameras 1000] [--watch 30] [--load 500 1000] [--load-s 5]
 
-Starts its own broker with the project's policy (tests/support/mosquitto.py), then reports:
+Starts its own broker with the project's policy (gateway.devbroker), then reports:
 connect time for the whole fleet, the process's RSS and CPU while the cameras watch their scenes
 (default options: 4 motion checks per camera per second, a mover every ~60 s, 10 s cooldown), the
 alerts that produced, and for each --load rate a load run on a scene-less fleet: the achieved rate and
@@ -19,7 +19,7 @@ from pathlib import Path
 
 from device_sim import Fleet, FleetOptions, new_fleet, run_load
 from device_sim.imaging import bank, jpeg_pool
-from tests.support.mosquitto import MosquittoBroker, find_mosquitto
+from gateway.devbroker import DevBroker, find_mosquitto, free_port
 
 
 def rss_mb(pid: int | str = "self") -> float:
@@ -36,14 +36,14 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def watch_phase(broker: MosquittoBroker, cameras: int, seconds: float) -> None:
+async def watch_phase(broker: DevBroker, cameras: int, seconds: float) -> None:
     devices = new_fleet(cameras)
     started = time.perf_counter()
-    broker.add_devices({d.serial: d.broker_secret for d in devices})
+    broker.set_cameras({d.serial: d.broker_secret for d in devices})
     print(f"broker accounts for {cameras} cameras: {time.perf_counter() - started:.1f} s")
     bank()  # the shared backdrops, so the baseline includes them
     base_rss = rss_mb()
-    fleet = Fleet(devices, broker.host, broker.port, FleetOptions())
+    fleet = Fleet(devices, "127.0.0.1", broker.port, FleetOptions())
     started = time.perf_counter()
     await fleet.start(timeout_s=120)
     connect_s = time.perf_counter() - started
@@ -73,12 +73,12 @@ async def watch_phase(broker: MosquittoBroker, cameras: int, seconds: float) -> 
         print(f"stopped in {time.perf_counter() - started:.2f} s")
 
 
-async def load_phase(broker: MosquittoBroker, cameras: int, rates: list[float], seconds: float) -> None:
+async def load_phase(broker: DevBroker, cameras: int, rates: list[float], seconds: float) -> None:
     devices = new_fleet(cameras)
-    broker.add_devices({d.serial: d.broker_secret for d in devices})
+    broker.set_cameras({d.serial: d.broker_secret for d in devices})
     pool = jpeg_pool(32)
     print(f"load pool: 32 JPEGs, {min(map(len, pool)) // 1000}-{max(map(len, pool)) // 1000} KB")
-    async with Fleet(devices, broker.host, broker.port, FleetOptions(scene=None)) as fleet:
+    async with Fleet(devices, "127.0.0.1", broker.port, FleetOptions(scene=None)) as fleet:
         for rate in rates:
             before, broker_before, wall = time.process_time(), cpu_s(broker.pid), time.perf_counter()
             report = await run_load(fleet, rate=rate, duration_s=seconds, pool=pool)
@@ -106,7 +106,8 @@ async def main() -> None:
     binary = find_mosquitto()
     if binary is None:
         raise SystemExit("mosquitto is not installed (Debian: apt-get install mosquitto)")
-    broker = MosquittoBroker(binary, Path(tempfile.mkdtemp(prefix="camgate-mosquitto-")))
+    broker = DevBroker(Path(tempfile.mkdtemp(prefix="camgate-mosquitto-")), free_port())
+    broker.set_cameras({})
     broker.start()
     try:
         print(f"{os.cpu_count()} CPUs; open-file limit {resource.getrlimit(resource.RLIMIT_NOFILE)}")
@@ -114,7 +115,7 @@ async def main() -> None:
         if args.load:
             await load_phase(broker, args.cameras, args.load, args.load_s)
     finally:
-        broker.close()
+        broker.stop()
 
 
 if __name__ == "__main__":

@@ -6,8 +6,11 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
+from gateway.adapters.broker_auth import BrokerFiles, reload_broker, write_broker_files
+from gateway.domain.credentials import hash_broker_secret
 from gateway.errors import ConfigError
 
 POLICY = Path(__file__).resolve().parents[1] / "deploy" / "mosquitto" / "conf.d" / "camgate.conf"
@@ -36,6 +39,23 @@ class DevBroker:
         self.pid_file = directory / "mosquitto.pid"
         self.log_file = directory / "mosquitto.log"
         self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        """The broker's process id (once started)."""
+        if self._process is None:
+            raise RuntimeError("the broker is not started")
+        return self._process.pid
+
+    def set_cameras(self, secrets: Mapping[str, str]) -> None:
+        """Development and benchmarks: camera accounts straight from plain secrets (serial -> secret),
+        no gateway account; reloads a running broker."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        accounts = [(serial, hash_broker_secret(secret)) for serial, secret in secrets.items()]
+        write_broker_files(BrokerFiles(self.password_file, self.acl_file), accounts, [])
+        if self._process is not None and self._process.poll() is None:
+            reload_broker(pid=self._process.pid)
+            time.sleep(0.2)  # the broker reloads on its next loop turn
 
     def start(self) -> None:
         """Starts the broker (the password and ACL files must exist) and waits until it listens."""
