@@ -114,7 +114,7 @@ async def build(settings: Settings, stack: AsyncExitStack, *, clock: Clock | Non
         devices=DeviceService(engine, settings, pepper, clock, on_owner_change=alert_settings.publish_for),
         alert_settings=alert_settings,
         events=EventService(engine, stores, clock),
-        ingest=IngestService(engine, stores, images, ing, clock),
+        ingest=IngestService(engine, stores, images, ing, settings.catalogue(), clock),
         mqtt=mqtt,
         push=push,
     )

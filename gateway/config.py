@@ -4,6 +4,7 @@ Nested keys use ``__`` in the environment (``CAMGATE_HTTP__PORT=8080``). Unknown
 typo fails the start instead of being silently ignored.
 """
 
+import copy
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -11,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from gateway.domain.plans import DEFAULT_CONFIG, Catalogue, CatalogueInvalid
 from gateway.errors import ConfigError
 from storage.settings import LocalStoreSettings, StorageSettings, StoreSettings
 
@@ -119,6 +121,40 @@ class IngestSettings(Section):
     )
 
 
+class ClipSettings(Section):
+    """Event clips (docs/clips.md): how parts are reassembled and encoded."""
+
+    max_parts: int = Field(900, ge=1, description="Parts (frames or chunks) per clip.")
+    max_clip_bytes: int = Field(
+        64 * 1024 * 1024, ge=1024, description="Largest clip, summed over its parts, before encoding."
+    )
+    max_part_bytes: int = Field(
+        1024 * 1024, ge=1024, description="Larger parts are dead-lettered unread (the broker's limit)."
+    )
+    max_frame_dimension: int = Field(1920, ge=64, description="Frames larger than this are refused.")
+    upload_timeout_s: float = Field(
+        600.0, gt=0, description="An incomplete clip older than this is abandoned and its parts removed."
+    )
+    video_workers: int = Field(1, ge=1, description="Threads encoding frame bursts (OpenCV, off the loop).")
+
+
+class SweepSettings(Section):
+    """The retention sweep (docs/retention.md)."""
+
+    enabled: bool = Field(True, description="Run the sweep periodically inside the service.")
+    interval_s: float = Field(300.0, gt=0, description="Pause between periodic sweeps.")
+    batch_size: int = Field(1000, ge=1, le=10_000, description="Records claimed and deleted at a time.")
+    lease_s: float = Field(
+        300.0, gt=0, description="How long a claimed batch is reserved; a crashed sweeper's batch after."
+    )
+    orphan_grace_s: float = Field(
+        3600.0,
+        ge=0,
+        description="Objects without a record are left alone this long: ingest writes objects before the"
+        " record that names them.",
+    )
+
+
 class PushSettings(Section):
     workers: int = Field(4, ge=1, description="Deliveries in flight at once.")
     poll_s: float = Field(1.0, gt=0, description="Outbox poll interval when idle.")
@@ -204,8 +240,18 @@ class Settings(BaseSettings):
     broker: BrokerSettings = BrokerSettings()
     ingest: IngestSettings = IngestSettings()
     push: PushSettings = PushSettings()
+    clips: ClipSettings = ClipSettings()
+    sweep: SweepSettings = SweepSettings()
+    plans: dict[str, Any] = Field(
+        default_factory=lambda: copy.deepcopy(dict(DEFAULT_CONFIG)),
+        description="The plan catalogue: {currency, plans: [...]} (docs/plans.md); prices in minor units.",
+    )
     security: SecuritySettings = SecuritySettings()
     throttle: ThrottleSettings = ThrottleSettings()
+
+    def catalogue(self) -> Catalogue:
+        """The validated plan catalogue."""
+        return Catalogue.from_config(self.plans)
 
     def storage(self) -> StorageSettings:
         """Each region's object store, local folders under data_dir/media where none is configured."""
@@ -220,6 +266,10 @@ class Settings(BaseSettings):
     def _check(self) -> "Settings":
         if not self.regions:
             raise ValueError("at least one region must be configured")
+        try:
+            self.catalogue()
+        except CatalogueInvalid as exc:
+            raise ValueError("; ".join(exc.problems)) from None
         key = self.security.secret_key
         if key is not None and len(key.get_secret_value()) < 32:
             raise ValueError("security.secret_key must be at least 32 characters")

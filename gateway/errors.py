@@ -7,7 +7,8 @@ the API's error middleware turns them into RFC 9457 problem+json. The tree:
 - ``CamgateError``
   - ``ConfigError`` — settings are missing or invalid; raised at start, never to a client.
   - ``ClientError`` — the request cannot be served as asked (4xx). Subclasses name the intent:
-    ``InvalidRequest`` (400/422), ``Unauthenticated`` (401), ``Forbidden`` (403), ``NotFound`` (404),
+    ``InvalidRequest`` (400/422), ``Unauthenticated`` (401), ``PaymentRequired`` (402: a cloud plan is
+    needed, or a payment was declined), ``Forbidden`` (403), ``NotFound`` (404),
     ``Conflict`` (409), and under ``RetryLater`` (with ``retry_after``): ``Locked`` (423),
     ``RateLimited`` (429), ``Unavailable`` (503: a provider we depend on is down).
 """
@@ -54,6 +55,11 @@ class PayloadTooLarge(ClientError):
 class Unauthenticated(ClientError):
     status = 401
     title = "Authentication required"
+
+
+class PaymentRequired(ClientError):
+    status = 402
+    title = "Payment required"
 
 
 class Forbidden(ClientError):

@@ -15,7 +15,15 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
 
 MAGIC = b"CG"
 VERSION = 1
@@ -41,16 +49,18 @@ class Channel(StrEnum):
     ALERT = "alert"  # camera → gateway, QoS 1
     STATUS = "status"  # camera → gateway (and the broker, as the camera's last will)
     CONFIG = "config"  # gateway → camera, retained
-    CLIP = "clip"  # camera → gateway (reserved for event clips)
+    CLIP = "clip"  # camera → gateway: cam/<serial>/clip/<clip_id>, one message per part
 
 
 @dataclass(frozen=True)
 class Topic:
     serial: str
     channel: Channel
+    clip_id: str | None = None  # only on clip topics
 
     def __str__(self) -> str:
-        return f"{TOPIC_ROOT}/{self.serial}/{self.channel.value}"
+        tail = f"/{self.clip_id}" if self.clip_id is not None else ""
+        return f"{TOPIC_ROOT}/{self.serial}/{self.channel.value}{tail}"
 
 
 def topic(serial: str, channel: Channel) -> str:
@@ -58,8 +68,14 @@ def topic(serial: str, channel: Channel) -> str:
     return str(Topic(serial, channel))
 
 
+def clip_topic(serial: str, clip_id: str) -> str:
+    """The topic a camera sends the parts of one clip on."""
+    return str(Topic(serial, Channel.CLIP, clip_id))
+
+
 def parse_topic(name: str) -> Topic:
-    """Parses ``cam/<serial>/<channel>``; the broker's ACL has already tied the serial to the sender."""
+    """Parses ``cam/<serial>/<channel>`` (``cam/<serial>/clip/<clip_id>`` for clips); the broker's ACL
+    has already tied the serial to the sender."""
     parts = name.split("/")
     if len(parts) < 3 or parts[0] != TOPIC_ROOT or not _SERIAL.match(parts[1]):
         raise WireError("bad_topic", f"not a camera topic: {name!r}")
@@ -67,7 +83,11 @@ def parse_topic(name: str) -> Topic:
         channel = Channel(parts[2])
     except ValueError:
         raise WireError("bad_topic", f"unknown channel in {name!r}") from None
-    if channel is not Channel.CLIP and len(parts) != 3:
+    if channel is Channel.CLIP:
+        if len(parts) != 4 or not re.match(EVENT_ID, parts[3]):
+            raise WireError("bad_topic", f"a clip topic is cam/<serial>/clip/<clip_id>, not {name!r}")
+        return Topic(parts[1], channel, parts[3])
+    if len(parts) != 3:
         raise WireError("bad_topic", f"unexpected levels in {name!r}")
     return Topic(parts[1], channel)
 
@@ -97,6 +117,40 @@ class StatusHeader(Header):
     at: AwareDatetime | None = None
 
 
+class ClipFormat(StrEnum):
+    """How a clip travels: JPEG frames the gateway encodes to VP8 WebM, or video the camera encoded."""
+
+    JPEG_FRAMES = "jpeg_frames"  # one JPEG frame per part
+    WEBM = "webm"  # byte chunks of a WebM file, stored as is
+    MP4 = "mp4"  # byte chunks of an (H.264) MP4 file, stored as is
+
+
+class ClipHeader(Header):
+    """One part of an event clip, sent after the alert on ``cam/<serial>/clip/<clip_id>``.
+
+    A clip is ``parts`` messages numbered from 0; every part repeats the clip's fields, so whichever
+    arrives first describes the clip. A re-sent part reuses its clip id and number.
+    """
+
+    type: Literal["clip"] = "clip"
+    clip_id: str = Field(pattern=EVENT_ID, description="Unique per camera; usually the alert's event id.")
+    event_id: str | None = Field(None, pattern=EVENT_ID, description="The alert this clip belongs to.")
+    captured_at: AwareDatetime = Field(description="Start of the recording: fixes the clip's retention.")
+    format: ClipFormat
+    part: int = Field(ge=0, description="This part's number, from 0.")
+    parts: int = Field(ge=1, le=100_000, description="How many parts the clip has.")
+    fps: float | None = Field(None, gt=0, le=60, description="Frame rate; required for jpeg_frames.")
+    body_size: int = Field(ge=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ClipHeader":
+        if self.part >= self.parts:
+            raise ValueError(f"part {self.part} of a clip with {self.parts} parts")
+        if self.format is ClipFormat.JPEG_FRAMES and self.fps is None:
+            raise ValueError("fps is required for jpeg_frames")
+        return self
+
+
 class ConfigHeader(Header):
     """The effective settings for a camera, published retained on its config topic."""
 
@@ -107,8 +161,8 @@ class ConfigHeader(Header):
     issued_at: AwareDatetime
 
 
-AnyHeader = Annotated[AlertHeader | StatusHeader | ConfigHeader, Field(discriminator="type")]
-_headers: TypeAdapter[AlertHeader | StatusHeader | ConfigHeader] = TypeAdapter(AnyHeader)
+AnyHeader = Annotated[AlertHeader | ClipHeader | StatusHeader | ConfigHeader, Field(discriminator="type")]
+_headers: TypeAdapter[AlertHeader | ClipHeader | StatusHeader | ConfigHeader] = TypeAdapter(AnyHeader)
 
 
 def encode(header: Header, body: bytes = b"") -> bytes:
@@ -119,7 +173,7 @@ def encode(header: Header, body: bytes = b"") -> bytes:
     return _PREFIX.pack(MAGIC, VERSION, len(raw)) + raw + body
 
 
-def decode(payload: bytes) -> tuple[AlertHeader | StatusHeader | ConfigHeader, memoryview]:
+def decode(payload: bytes) -> tuple[AlertHeader | ClipHeader | StatusHeader | ConfigHeader, memoryview]:
     """Splits and validates an envelope; raises WireError with a dead-letter reason."""
     if len(payload) < _PREFIX.size:
         raise WireError("truncated", f"{len(payload)} bytes is shorter than the envelope prefix")
@@ -138,7 +192,7 @@ def decode(payload: bytes) -> tuple[AlertHeader | StatusHeader | ConfigHeader, m
         where = ".".join(str(p) for p in first["loc"])
         raise WireError("bad_header", f"{where}: {first['msg']}") from None
     body = view[_PREFIX.size + length :]
-    if isinstance(header, AlertHeader) and len(body) != header.body_size:
+    if isinstance(header, AlertHeader | ClipHeader) and len(body) != header.body_size:
         raise WireError("size_mismatch", f"header says {header.body_size} bytes, body has {len(body)}")
     return header, body
 

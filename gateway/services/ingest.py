@@ -33,7 +33,9 @@ from gateway.adapters.db.tables import (
 from gateway.adapters.imaging import BadImage, ImageWorkers
 from gateway.config import IngestSettings
 from gateway.domain.alerts import AlertPrefs, TokenBuckets, collection_decision
+from gateway.domain.plans import Catalogue
 from gateway.ports import Clock
+from gateway.services.coverage import coverage_at
 from gateway.wire import (
     AlertHeader,
     Channel,
@@ -45,6 +47,7 @@ from gateway.wire import (
 )
 from storage import StoreRouter
 from storage.keys import snapshot_key, thumbnail_key
+from storage.tags import retention_tags
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +68,7 @@ class _Target:
     prefs: AlertPrefs
     known: bool  # this event id of this camera is already stored
     last_seen_at: datetime | None
+    snapshot_days: int = 0  # retention of a capture now, from the plan in force (0 when unbound)
 
 
 PRESENCE_REFRESH = timedelta(seconds=60)  # alerts refresh "last seen" at most this often
@@ -111,9 +115,11 @@ class IngestService:
         stores: StoreRouter,
         images: ImageWorkers,
         settings: IngestSettings,
+        catalogue: Catalogue,
         clock: Clock,
     ) -> None:
         self._db = engine
+        self._catalogue = catalogue
         self._stores = stores
         self._images = images
         self._settings = settings
@@ -150,7 +156,8 @@ class IngestService:
     ) -> Outcome:
         started = time.perf_counter()
         now = self._clock.now()
-        target = await self._target(serial, header.event_id)
+        # A camera clock running ahead must not buy a capture a longer life.
+        target = await self._target(serial, header.event_id, min(header.captured_at, now))
         if target is None:
             return await self.dead_letter(
                 topic, serial, "unknown_device", "no such serial in the registry", payload
@@ -200,9 +207,14 @@ class IngestService:
         snap_key = snapshot_key(target.account_id, target.device_id, header.event_id, captured)
         thumb_key = thumbnail_key(target.account_id, target.device_id, header.event_id, captured)
         # Both at once: they are independent create-once writes, and both must land before the commit.
+        retention = retention_tags(target.snapshot_days)
         await asyncio.gather(
-            store.put(snap_key, bytes(body), content_type="image/jpeg", tags={"kind": "snapshot"}),
-            store.put(thumb_key, snap.thumbnail, content_type="image/jpeg", tags={"kind": "thumbnail"}),
+            store.put(
+                snap_key, bytes(body), content_type="image/jpeg", tags={"kind": "snapshot", **retention}
+            ),
+            store.put(
+                thumb_key, snap.thumbnail, content_type="image/jpeg", tags={"kind": "thumbnail", **retention}
+            ),
         )
         metrics.STORED_BYTES.inc(len(body) + len(snap.thumbnail))
 
@@ -226,6 +238,7 @@ class IngestService:
                     "snapshot_bytes": len(body),
                     "width": snap.width,
                     "height": snap.height,
+                    "retain_until": min(captured, now) + timedelta(days=target.snapshot_days),
                 },
                 ("device_id", "camera_event_id"),
             )
@@ -241,14 +254,18 @@ class IngestService:
         metrics.ALERTS.labels(outcome.value).inc()
         return outcome
 
-    async def _target(self, serial: str, camera_event_id: str) -> _Target | None:
+    async def _target(self, serial: str, camera_event_id: str, captured_at: datetime) -> _Target | None:
         # Read fresh for every alert: an opt-out must hold from the moment it is saved.
         async with self._db.connect() as conn:
             row = (
                 await conn.execute(_TARGET_QUERY, {"serial": serial, "camera_event_id": camera_event_id})
             ).first()
-        if row is None:
-            return None
+            if row is None:
+                return None
+            days = 0
+            if row.owner_account_id is not None:
+                cover = await coverage_at(conn, self._catalogue, row.id, row.owner_account_id, captured_at)
+                days = cover.retention.snapshot_days
         prefs = AlertPrefs(
             message_alerts=row.message_alerts if row.message_alerts is not None else True,
             event_kinds=frozenset(row.event_kinds) if row.event_kinds is not None else None,
@@ -256,7 +273,9 @@ class IngestService:
             snoozed_until=row.snoozed_until,
         )
         last_seen = row.last_seen_at if row.online else None
-        return _Target(row.id, row.owner_account_id, row.region, prefs, row.event_id is not None, last_seen)
+        return _Target(
+            row.id, row.owner_account_id, row.region, prefs, row.event_id is not None, last_seen, days
+        )
 
     async def _status(self, topic: str, serial: str, payload: bytes) -> Outcome:
         try:

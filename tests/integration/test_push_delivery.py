@@ -178,6 +178,7 @@ async def seed_event(
                 snapshot_bytes=1000,
                 width=640,
                 height=480,
+                retain_until=now + timedelta(days=3),
             )
         )
         outbox_id = (

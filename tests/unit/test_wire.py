@@ -11,6 +11,7 @@ from gateway.wire import (
     Channel,
     ConfigHeader,
     StatusHeader,
+    Topic,
     WireError,
     decode,
     encode,
@@ -90,7 +91,11 @@ def test_naive_capture_times_are_refused() -> None:
 def test_topics() -> None:
     assert topic("CG12345678", Channel.ALERT) == "cam/CG12345678/alert"
     assert parse_topic("cam/CG12345678/status").channel is Channel.STATUS
-    assert parse_topic("cam/CG12345678/clip/c1/0").channel is Channel.CLIP
+    assert parse_topic("cam/CG12345678/clip/c1") == Topic("CG12345678", Channel.CLIP, "c1")
+    assert str(Topic("CG12345678", Channel.CLIP, "c1")) == "cam/CG12345678/clip/c1"
+    for bad in ("cam/CG12345678/clip", "cam/CG12345678/clip/c1/0", "cam/CG12345678/clip/a b"):
+        with pytest.raises(WireError):
+            parse_topic(bad)
     for bad in (
         "cam/cg12345678/alert",
         "cam/CG12345678/alert/x",

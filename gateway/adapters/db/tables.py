@@ -13,6 +13,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -198,8 +199,13 @@ events = Table(
     Column("snapshot_bytes", Integer, nullable=False),
     Column("width", Integer, nullable=False),
     Column("height", Integer, nullable=False),
+    # Fixed at capture from the plan in force then (issue 4); the sweep deletes the row and its objects after.
+    Column("retain_until", UtcDateTime, nullable=False),
+    Column("claimed_by", String(64)),  # a sweeper's lease on the row (docs/retention.md)
+    Column("claimed_until", UtcDateTime),
     UniqueConstraint("device_id", "camera_event_id", name="uq_events_device_camera_event"),
     Index("ix_events_account_captured", "account_id", "captured_at"),
+    Index("ix_events_retain_until", "retain_until"),
 )
 
 push_targets = Table(
@@ -250,4 +256,118 @@ dead_letters = Table(
     Column("header", JSON, nullable=False),  # what could be parsed; never the snapshot bytes
     Column("payload_bytes", Integer, nullable=False),
     Column("received_at", UtcDateTime, nullable=False),
+)
+
+
+# --- plans, clips and retention (issue 4) ------------------------------------------------------
+
+subscriptions = Table(
+    "subscriptions",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column(
+        "account_id", String(36), ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False, index=True
+    ),
+    Column("device_id", String(36), ForeignKey("devices.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("plan_id", String(40), nullable=False),
+    Column("billing", String(16), nullable=False),  # monthly | annual | trial
+    Column("status", String(16), nullable=False),  # the recorded decision: gateway.domain.plans.Status
+    Column("starts_at", UtcDateTime, nullable=False),
+    Column("ends_at", UtcDateTime, nullable=False),
+    Column("anchor_at", UtcDateTime, nullable=False),
+    Column("period", Integer, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("amount_paid", BigInteger, nullable=False),  # minor units, like every amount below
+    Column("monthly_price", BigInteger, nullable=False),
+    Column("credits_given", BigInteger, nullable=False),
+    Column("auto_renew", Boolean, nullable=False),
+    Column("renewal_of", String(36)),  # the period this one renewed
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
+trial_claims = Table(
+    "trial_claims",
+    metadata,
+    # One row per account, ever: the primary key is what makes the trial once per account under races.
+    Column("account_id", String(36), ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True),
+    Column("device_id", String(36), nullable=False),
+    Column("subscription_id", String(36), nullable=False),
+    Column("claimed_at", UtcDateTime, nullable=False),
+)
+
+payments = Table(
+    "payments",
+    metadata,
+    # The ledger: every charge and refund. No foreign keys: money records outlive accounts and devices.
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("account_id", String(36), nullable=False, index=True),
+    Column("subscription_id", String(36), nullable=False, index=True),
+    Column("kind", String(16), nullable=False),  # charge | refund
+    Column("amount", BigInteger, nullable=False),  # minor units, never negative
+    Column("currency", String(3), nullable=False),
+    Column("provider", String(32), nullable=False),
+    Column("provider_ref", String(100), nullable=False),
+    Column("description", String(200), nullable=False, server_default=""),
+    Column("created_at", UtcDateTime, nullable=False),
+)
+
+clips = Table(
+    "clips",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("account_id", String(36), ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    Column("device_id", String(36), ForeignKey("devices.id", ondelete="CASCADE"), nullable=False),
+    Column("camera_clip_id", String(64), nullable=False),
+    Column("event_id", String(64)),  # the camera's id of the alert the clip follows
+    Column("region", String(16), nullable=False),
+    Column("key", String(300), nullable=False),
+    Column("content_type", String(32), nullable=False),
+    Column("bytes", BigInteger, nullable=False),
+    Column("frames", Integer),  # known for frame bursts the gateway encoded
+    Column("width", Integer),
+    Column("height", Integer),
+    Column("plan_id", String(40), nullable=False),  # the plan in force at capture
+    Column("captured_at", UtcDateTime, nullable=False),
+    Column("received_at", UtcDateTime, nullable=False),
+    Column("stored_at", UtcDateTime, nullable=False),
+    Column("retain_until", UtcDateTime, nullable=False),
+    Column("claimed_by", String(64)),
+    Column("claimed_until", UtcDateTime),
+    UniqueConstraint("device_id", "camera_clip_id", name="uq_clips_device_camera_clip"),
+    Index("ix_clips_account_captured", "account_id", "captured_at"),
+    Index("ix_clips_retain_until", "retain_until"),
+)
+
+clip_uploads = Table(
+    "clip_uploads",
+    metadata,
+    # A clip being reassembled: its parts are staged in clip_parts and acknowledged once committed.
+    Column("id", String(36), primary_key=True),
+    Column("device_id", String(36), ForeignKey("devices.id", ondelete="CASCADE"), nullable=False),
+    Column("camera_clip_id", String(64), nullable=False),
+    Column("account_id", String(36), nullable=False),
+    Column("status", String(16), nullable=False),  # receiving | dropped (later parts are dropped too)
+    Column("reason", String(64)),  # why it was dropped
+    Column("header", JSON, nullable=False),  # the first part's header: what every later part must match
+    Column("created_at", UtcDateTime, nullable=False),
+    UniqueConstraint("device_id", "camera_clip_id", name="uq_clip_uploads_device_camera_clip"),
+    Index("ix_clip_uploads_created_at", "created_at"),
+)
+
+clip_parts = Table(
+    "clip_parts",
+    metadata,
+    Column("upload_id", String(36), ForeignKey("clip_uploads.id", ondelete="CASCADE"), primary_key=True),
+    Column("part", Integer, primary_key=True, autoincrement=False),
+    Column("data", LargeBinary, nullable=False),
+)
+
+job_leases = Table(
+    "job_leases",
+    metadata,
+    # Singleton jobs across instances (reconciliation of a store, renewals): one holder at a time.
+    Column("name", String(64), primary_key=True),
+    Column("holder", String(64), nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
 )

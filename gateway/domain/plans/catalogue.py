@@ -55,6 +55,7 @@ class PlanSpec:
     video: bool  # includes cloud storage of event clips
     video_retention_days: int  # 0 when ``video`` is false
     snapshot_retention_days: int
+    storage_quota_mb: int  # what a device on this plan adds to its account's storage quota
     monthly_price: Money | None = None
     annual_price: Money | None = None
     term_days: int | None = None  # the trial's length; None for the others
@@ -84,6 +85,8 @@ class PlanSpec:
             out.append(f"{where}: name is empty")
         if self.snapshot_retention_days <= 0:
             out.append(f"{where}: snapshot_retention_days must be > 0")
+        if self.storage_quota_mb <= 0:
+            out.append(f"{where}: storage_quota_mb must be > 0")
         if self.video and self.video_retention_days <= 0:
             out.append(f"{where}: video_retention_days must be > 0 for a plan with video")
         if not self.video and self.video_retention_days != 0:
@@ -180,12 +183,14 @@ _FIELDS = {
     "video": bool,
     "video_retention_days": int,
     "snapshot_retention_days": int,
+    "storage_quota_mb": int,
     "monthly_price": int,
     "annual_price": int,
     "term_days": int,
     "sold": bool,
 }
 _REQUIRED = ("id", "name", "kind", "snapshot_retention_days")
+DEFAULT_QUOTA_MB = 1024
 
 
 def _plan_from_config(index: int, entry: object, currency: str, problems: list[str]) -> PlanSpec | None:
@@ -220,6 +225,7 @@ def _plan_from_config(index: int, entry: object, currency: str, problems: list[s
         video=video,
         video_retention_days=entry.get("video_retention_days", 0),
         snapshot_retention_days=entry["snapshot_retention_days"],
+        storage_quota_mb=entry.get("storage_quota_mb", DEFAULT_QUOTA_MB),
         monthly_price=money("monthly_price"),
         annual_price=money("annual_price"),
         term_days=entry.get("term_days"),
@@ -230,7 +236,14 @@ def _plan_from_config(index: int, entry: object, currency: str, problems: list[s
 DEFAULT_CONFIG: Mapping[str, Any] = {
     "currency": "USD",
     "plans": [
-        {"id": "free", "name": "Free", "kind": "free", "video": False, "snapshot_retention_days": 3},
+        {
+            "id": "free",
+            "name": "Free",
+            "kind": "free",
+            "video": False,
+            "snapshot_retention_days": 3,
+            "storage_quota_mb": 512,
+        },
         {
             "id": "trial",
             "name": "Trial",
@@ -238,6 +251,7 @@ DEFAULT_CONFIG: Mapping[str, Any] = {
             "term_days": 14,
             "video_retention_days": 7,
             "snapshot_retention_days": 7,
+            "storage_quota_mb": 4096,
         },
         {
             "id": "basic-7",
@@ -245,6 +259,7 @@ DEFAULT_CONFIG: Mapping[str, Any] = {
             "kind": "paid",
             "video_retention_days": 7,
             "snapshot_retention_days": 7,
+            "storage_quota_mb": 8192,
             "monthly_price": 399,
             "annual_price": 3900,
         },
@@ -254,6 +269,7 @@ DEFAULT_CONFIG: Mapping[str, Any] = {
             "kind": "paid",
             "video_retention_days": 30,
             "snapshot_retention_days": 30,
+            "storage_quota_mb": 32768,
             "monthly_price": 999,
             "annual_price": 9900,
         },
@@ -263,6 +279,7 @@ DEFAULT_CONFIG: Mapping[str, Any] = {
             "kind": "paid",
             "video_retention_days": 60,
             "snapshot_retention_days": 60,
+            "storage_quota_mb": 65536,
             "monthly_price": 1499,
             "annual_price": 14900,
         },
