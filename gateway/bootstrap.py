@@ -23,6 +23,7 @@ from gateway.errors import ConfigError
 from gateway.ports import Clock, MessageSender, Publisher
 from gateway.services.accounts import AccountService
 from gateway.services.alert_settings import AlertSettingsService
+from gateway.services.clip_library import ClipLibrary
 from gateway.services.devices import DeviceService
 from gateway.services.events import EventService
 from gateway.services.ingest import IngestService
@@ -47,6 +48,7 @@ class Services:
     devices: DeviceService
     alert_settings: AlertSettingsService
     events: EventService
+    clips: ClipLibrary
     ingest: IngestService
     mqtt: MqttClient | None
     push: PushService
@@ -114,6 +116,7 @@ async def build(settings: Settings, stack: AsyncExitStack, *, clock: Clock | Non
         devices=DeviceService(engine, settings, pepper, clock, on_owner_change=alert_settings.publish_for),
         alert_settings=alert_settings,
         events=EventService(engine, stores, clock),
+        clips=ClipLibrary(engine, stores, settings.catalogue(), clock),
         ingest=IngestService(engine, stores, images, ing, settings.catalogue(), clock),
         mqtt=mqtt,
         push=push,

@@ -232,3 +232,35 @@ class EventOut(Response):
 class EventPage(Response):
     items: list[EventOut]
     next_cursor: str | None
+
+
+# --- clips ---------------------------------------------------------------------------------------
+
+
+class ClipQuery(Request):
+    device_id: str | None = Field(None, max_length=36)
+    since: AwareDatetime | None = None
+    until: AwareDatetime | None = None
+    limit: int = Field(50, ge=1, le=200)
+    cursor: str | None = Field(None, max_length=200)
+
+
+class ClipOut(Response):
+    id: str
+    device_id: str
+    event_id: str | None = Field(description="The camera's id of the alert the clip follows.")
+    content_type: str
+    bytes: int
+    frames: int | None
+    width: int | None
+    height: int | None
+    plan_id: str = Field(description="The plan in force at capture, which fixed the retention.")
+    captured_at: datetime
+    received_at: datetime
+    retain_until: datetime = Field(description="When the clip is deleted.")
+    video_url: str = Field(description="Redirects to a short-lived link, or streams the video (Range works).")
+
+
+class ClipPage(Response):
+    items: list[ClipOut]
+    next_cursor: str | None

@@ -37,11 +37,13 @@ class EventFilter:
     until: datetime | None = None
 
 
-def _cursor(event: Event) -> str:
-    return base64.urlsafe_b64encode(f"{event.captured_at.isoformat()}|{event.id}".encode()).decode()
+def encode_cursor(captured_at: datetime, row_id: str) -> str:
+    """An opaque page cursor for lists ordered by capture time, then id (events, clips)."""
+    return base64.urlsafe_b64encode(f"{captured_at.isoformat()}|{row_id}".encode()).decode()
 
 
-def _parse_cursor(cursor: str) -> tuple[datetime, str]:
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """The capture time and id an ``encode_cursor`` cursor names; InvalidRequest when it is not one."""
     try:
         at, _, event_id = base64.urlsafe_b64decode(cursor.encode()).decode().partition("|")
         return datetime.fromisoformat(at), event_id
@@ -75,7 +77,7 @@ class EventService:
         if flt.until is not None:
             query = query.where(events.c.captured_at < flt.until)
         if cursor is not None:
-            at, last_id = _parse_cursor(cursor)
+            at, last_id = decode_cursor(cursor)
             query = query.where(
                 or_(events.c.captured_at < at, and_(events.c.captured_at == at, events.c.id < last_id))
             )
@@ -84,7 +86,7 @@ class EventService:
             rows = [_event(r) for r in await conn.execute(query)]
         more = len(rows) > limit
         rows = rows[:limit]
-        return rows, _cursor(rows[-1]) if more else None
+        return rows, encode_cursor(rows[-1].captured_at, rows[-1].id) if more else None
 
     async def get(self, account_id: str, event_id: str) -> Event:
         """One of the account's events."""

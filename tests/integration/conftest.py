@@ -8,12 +8,12 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from device_sim.registry import SimDevice, new_fleet
+from device_sim.registry import SimDevice
 from gateway.api.app import create_app
 from gateway.bootstrap import Services, build
 from gateway.config import Settings, load_settings
-from gateway.services.registry import import_registry
 from tests.support.clock import ManualClock
+from tests.support.seed import import_fleet
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -76,19 +76,4 @@ async def client(services: Services, aiohttp_client: Callable[..., Awaitable[Tes
 @pytest.fixture
 async def fleet(services: Services) -> list[SimDevice]:
     """Ten simulated cameras imported through the registry service."""
-    devices = new_fleet(10)
-    rows = [
-        (
-            i + 2,
-            {
-                "serial": d.serial,
-                "verification_code": d.code,
-                "model": d.model,
-                "broker_secret": d.broker_secret,
-            },
-        )
-        for i, d in enumerate(devices)
-    ]
-    report = await import_registry(services.engine, services.pepper, services.clock, rows)
-    assert report.imported == len(devices), report.rejected
-    return devices
+    return await import_fleet(services, 10)

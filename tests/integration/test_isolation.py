@@ -12,6 +12,7 @@ from device_sim.registry import SimDevice
 from gateway.bootstrap import Services
 from tests.support.api import auth, new_user
 from tests.support.media import alert
+from tests.support.seed import seed_clip, seed_subscription
 
 # A valid body for each request schema, so each operation gets past validation to the ownership check.
 BODIES: dict[str, dict[str, Any]] = {
@@ -53,7 +54,15 @@ async def test_second_account_sees_nothing_of_the_first(
     await services.ingest.handle(f"cam/{fleet[0].serial}/alert", alert("alice-event-1"))
     event_id = (await (await client.get("/v1/events", headers=auth(alice))).json())["items"][0]["id"]
     device = await (await client.get(f"/v1/devices/{device['id']}", headers=auth(alice))).json()
-    ids = {"device_id": device["id"], "session_id": session_id, "target_id": target_id, "event_id": event_id}
+    await seed_subscription(services, me["id"], device["id"])
+    clip_id = await seed_clip(services, me["id"], device["id"])
+    ids = {
+        "device_id": device["id"],
+        "session_id": session_id,
+        "target_id": target_id,
+        "event_id": event_id,
+        "clip_id": clip_id,
+    }
     secrets_of_alice = [
         device["id"],
         fleet[0].serial,
@@ -64,6 +73,7 @@ async def test_second_account_sees_nothing_of_the_first(
         target_id,
         "alice-hook",
         event_id,
+        clip_id,
     ]
 
     mallory = await new_user(client, mailbox, "mallory@example.com")
@@ -95,6 +105,7 @@ async def test_second_account_sees_nothing_of_the_first(
     assert after == device
     assert (await client.get("/v1/me", headers=auth(alice))).status == 200
     assert (await client.get(f"/v1/events/{event_id}", headers=auth(alice))).status == 200
+    assert (await client.get(f"/v1/clips/{clip_id}", headers=auth(alice))).status == 200
     settings = await (await client.get("/v1/settings/alerts", headers=auth(alice))).json()
     assert settings["message_alerts"] is True
     device_alerts = await (await client.get(f"/v1/devices/{device['id']}/alerts", headers=auth(alice))).json()
