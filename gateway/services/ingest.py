@@ -33,7 +33,7 @@ from gateway.adapters.db.tables import (
 from gateway.adapters.imaging import BadImage, ImageWorkers
 from gateway.config import IngestSettings
 from gateway.domain.alerts import AlertPrefs, TokenBuckets, collection_decision
-from gateway.domain.plans import Catalogue
+from gateway.domain.plans import Catalogue, Retention
 from gateway.ports import Clock
 from gateway.services.coverage import coverage_at
 from gateway.wire import (
@@ -68,7 +68,7 @@ class _Target:
     prefs: AlertPrefs
     known: bool  # this event id of this camera is already stored
     last_seen_at: datetime | None
-    snapshot_days: int = 0  # retention of a capture now, from the plan in force (0 when unbound)
+    retention: Retention | None = None  # of a capture now, from the plan in force (None when unbound)
 
 
 PRESENCE_REFRESH = timedelta(seconds=60)  # alerts refresh "last seen" at most this often
@@ -207,7 +207,8 @@ class IngestService:
         snap_key = snapshot_key(target.account_id, target.device_id, header.event_id, captured)
         thumb_key = thumbnail_key(target.account_id, target.device_id, header.event_id, captured)
         # Both at once: they are independent create-once writes, and both must land before the commit.
-        retention = retention_tags(target.snapshot_days)
+        assert target.retention is not None  # bound devices have one
+        retention = retention_tags(target.retention.snapshot_days)
         await asyncio.gather(
             store.put(
                 snap_key, bytes(body), content_type="image/jpeg", tags={"kind": "snapshot", **retention}
@@ -238,7 +239,7 @@ class IngestService:
                     "snapshot_bytes": len(body),
                     "width": snap.width,
                     "height": snap.height,
-                    "retain_until": min(captured, now) + timedelta(days=target.snapshot_days),
+                    "retain_until": min(captured, now) + target.retention.snapshot_period,
                 },
                 ("device_id", "camera_event_id"),
             )
@@ -262,10 +263,10 @@ class IngestService:
             ).first()
             if row is None:
                 return None
-            days = 0
+            retention = None
             if row.owner_account_id is not None:
                 cover = await coverage_at(conn, self._catalogue, row.id, row.owner_account_id, captured_at)
-                days = cover.retention.snapshot_days
+                retention = cover.retention
         prefs = AlertPrefs(
             message_alerts=row.message_alerts if row.message_alerts is not None else True,
             event_kinds=frozenset(row.event_kinds) if row.event_kinds is not None else None,
@@ -274,7 +275,7 @@ class IngestService:
         )
         last_seen = row.last_seen_at if row.online else None
         return _Target(
-            row.id, row.owner_account_id, row.region, prefs, row.event_id is not None, last_seen, days
+            row.id, row.owner_account_id, row.region, prefs, row.event_id is not None, last_seen, retention
         )
 
     async def _status(self, topic: str, serial: str, payload: bytes) -> Outcome:

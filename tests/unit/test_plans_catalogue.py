@@ -1,3 +1,4 @@
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -10,7 +11,10 @@ from gateway.domain.plans import (
     Money,
     PlanKind,
     PlanRefused,
+    Subscription,
     default_catalogue,
+    purchase,
+    retention_for,
 )
 
 
@@ -134,3 +138,35 @@ def test_money_is_integer_minor_units_in_one_currency() -> None:
         _ = Money(1, "USD") + Money(1, "EUR")
     with pytest.raises(TypeError):
         Money(9.99, "USD")  # type: ignore[arg-type]
+
+
+def test_a_demo_day_shortens_trial_terms_and_retention_but_not_months() -> None:
+    cat = Catalogue.from_config({**DEFAULT_CONFIG, "day_seconds": 20})
+    assert cat.day == timedelta(seconds=20)
+    now = datetime(2026, 1, 31, tzinfo=UTC)
+
+    def buy(plan_id: str, billing: Billing) -> Subscription:
+        return purchase(
+            cat,
+            plan_id,
+            billing,
+            device_id="d",
+            account_id="a",
+            now=now,
+            existing=[],
+            account_trial_used=False,
+            account_trial_device=None,
+        ).subscription
+
+    trial = buy("trial", Billing.TRIAL)
+    assert trial.ends_at - trial.starts_at == timedelta(seconds=14 * 20)
+    kept = retention_for(cat, trial, now)
+    assert (kept.video_period, kept.snapshot_period) == (timedelta(seconds=140), timedelta(seconds=140))
+    assert buy("basic-7", Billing.MONTHLY).ends_at == datetime(2026, 2, 28, tzinfo=UTC)  # a calendar month
+    assert default_catalogue().day == timedelta(days=1)
+
+
+@pytest.mark.parametrize("bad", [0, -5, 1.5, True, "20"])
+def test_day_seconds_must_be_a_positive_whole_number(bad: object) -> None:
+    with pytest.raises(CatalogueInvalid, match="day_seconds"):
+        Catalogue.from_config({**DEFAULT_CONFIG, "day_seconds": bad})

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -115,15 +116,22 @@ class PlanSpec:
 
 @dataclass(frozen=True)
 class Catalogue:
-    """The validated set of plans, all priced in one currency."""
+    """The validated set of plans, all priced in one currency.
+
+    ``day`` is the length of the day that trial terms and retentions count in: a real day, except in
+    demonstrations (``camgate demo`` runs a 14-day trial in minutes). Calendar months stay calendar months.
+    """
 
     currency: str
     plans: tuple[PlanSpec, ...]
+    day: timedelta = timedelta(days=1)
 
     def __post_init__(self) -> None:
         problems: list[str] = []
         if not _CURRENCY.fullmatch(self.currency):
             problems.append(f"currency must be an ISO 4217 code, not {self.currency!r}")
+        if self.day.total_seconds() < 1:
+            problems.append("day_seconds must be >= 1")
         seen: set[str] = set()
         for plan in self.plans:
             if plan.id in seen:
@@ -157,9 +165,10 @@ class Catalogue:
     @classmethod
     def from_config(cls, data: Mapping[str, Any]) -> Catalogue:
         """Builds a catalogue from plain data: ``{"currency": "USD", "plans": [{...}, ...]}`` with
-        prices in minor units. Unknown keys and wrong types are problems, listed together."""
+        prices in minor units (and optionally ``day_seconds``, for demonstrations). Unknown keys and
+        wrong types are problems, listed together."""
         problems: list[str] = []
-        unknown = set(data) - {"currency", "plans"}
+        unknown = set(data) - {"currency", "plans", "day_seconds"}
         if unknown:
             problems.append(f"unknown keys {sorted(unknown)}")
         currency = data.get("currency")
@@ -170,10 +179,14 @@ class Catalogue:
         if not isinstance(entries, list) or not entries:
             problems.append("plans must be a non-empty list")
             entries = []
+        day_seconds = data.get("day_seconds", 86400)
+        if isinstance(day_seconds, bool) or not isinstance(day_seconds, int) or day_seconds < 1:
+            problems.append(f"day_seconds must be a whole number of seconds >= 1, not {day_seconds!r}")
+            day_seconds = 86400
         plans = [_plan_from_config(i, e, currency, problems) for i, e in enumerate(entries)]
         if problems:
             raise CatalogueInvalid(problems)
-        return cls(currency, tuple(p for p in plans if p is not None))
+        return cls(currency, tuple(p for p in plans if p is not None), timedelta(seconds=day_seconds))
 
 
 _FIELDS = {

@@ -84,6 +84,17 @@ class Retention:
     video: bool
     video_days: int
     snapshot_days: int
+    day: timedelta = timedelta(days=1)  # the catalogue's day (shorter only in demos)
+
+    @property
+    def video_period(self) -> timedelta:
+        """How long a clip captured under this retention is kept."""
+        return self.video_days * self.day
+
+    @property
+    def snapshot_period(self) -> timedelta:
+        """How long a snapshot (and its thumbnail) captured under this retention is kept."""
+        return self.snapshot_days * self.day
 
 
 def status_at(sub: Subscription, at: datetime) -> Status:
@@ -145,7 +156,7 @@ def purchase(
     starts_at = max([now, *(s.ends_at for s in unexpired)])
     if billing is Billing.TRIAL:
         assert plan.term_days is not None  # the catalogue guarantees it for the trial
-        ends_at = starts_at + timedelta(days=plan.term_days)
+        ends_at = starts_at + plan.term_days * catalogue.day
         charge = Money.zero(catalogue.currency)
     else:
         ends_at = add_months(starts_at, 1 if billing is Billing.MONTHLY else ANNUAL_MONTHS)
@@ -232,7 +243,7 @@ def active_on(subs: list[Subscription], at: datetime) -> Subscription | None:
 def retention_for(catalogue: Catalogue, sub: Subscription | None, at: datetime) -> Retention:
     """Retention for a capture made at ``at`` under ``sub``: its plan's when in force then, else free."""
     plan = catalogue.plan(sub.plan_id) if sub is not None and in_force(sub, at) else catalogue.free
-    return Retention(plan.video, plan.video_retention_days, plan.snapshot_retention_days)
+    return Retention(plan.video, plan.video_retention_days, plan.snapshot_retention_days, catalogue.day)
 
 
 def access_allowed(subs: list[Subscription], at: datetime) -> bool:
