@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from device_sim import Fleet, FleetOptions, new_fleet, run_load
+from device_sim import CameraOptions, Fleet, FleetOptions, new_fleet, run_load
 from device_sim.imaging import bank, jpeg_pool
 from gateway.devbroker import DevBroker, find_mosquitto, free_port
 
@@ -43,7 +43,8 @@ async def watch_phase(broker: DevBroker, cameras: int, seconds: float) -> None:
     print(f"broker accounts for {cameras} cameras: {time.perf_counter() - started:.1f} s")
     bank()  # the shared backdrops, so the baseline includes them
     base_rss = rss_mb()
-    fleet = Fleet(devices, "127.0.0.1", broker.port, FleetOptions())
+    # No clips: this measures connections and alert scenes, as before clips existed.
+    fleet = Fleet(devices, "127.0.0.1", broker.port, FleetOptions(camera=CameraOptions(clip_frames=0)))
     started = time.perf_counter()
     await fleet.start(timeout_s=120)
     connect_s = time.perf_counter() - started

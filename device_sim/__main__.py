@@ -9,15 +9,17 @@ import asyncio
 import logging
 from pathlib import Path
 
+from device_sim.camera import CameraOptions
 from device_sim.registry import new_fleet, read_registry, write_labels, write_registry
 from device_sim.runner import RunSettings, run
 
 RUN_EPILOG = """\
 Each camera logs in with its serial and broker secret from the registry, announces itself online,
 obeys its retained config topic, and sends an alert with a 1280x720 JPEG when motion in its synthetic
-scene passes the detector (at most one per --cooldown seconds). With --load the scenes are off and
-the fleet publishes alerts at RATE per second for --duration seconds (default 10) instead, then prints
-the achieved rate and PUBACK latencies (--records writes one CSV row per alert).
+scene passes the detector (at most one per --cooldown seconds), followed by the event's clip: a burst
+of --clip-frames 640x360 JPEG frames at 5 per second (0: no clips). With --load the scenes and clips
+are off and the fleet publishes alerts at RATE per second for --duration seconds (default 10) instead,
+then prints the achieved rate and PUBACK latencies (--records writes one CSV row per alert).
 
 Ctrl-C stops cleanly: every camera publishes an offline status, then disconnects (a clean DISCONNECT
 does not fire the last will).
@@ -75,6 +77,13 @@ def _add_run(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     run_p.add_argument("--cooldown", type=float, default=10.0, help="min seconds between alerts (10)")
     run_p.add_argument("--connect-concurrency", type=int, default=32, help="connects in flight (32)")
     run_p.add_argument("--firmware", default="sim-1.0.0", help="firmware reported in status messages")
+    run_p.add_argument(
+        "--clip-frames",
+        type=int,
+        default=15,
+        metavar="N",
+        help="frames in the clip after each alert (15; 0: none)",
+    )
     run_p.add_argument("-v", "--verbose", action="store_true", help="log connection events")
 
 
@@ -91,6 +100,10 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         devices = devices[: args.count]
     if args.load is not None and args.load <= 0:
         parser.error("--load must be a positive rate")
+    if not 0 <= args.clip_frames <= CameraOptions().clip_outbox_limit:
+        parser.error(
+            f"--clip-frames must be between 0 and {CameraOptions().clip_outbox_limit} (the clip outbox)"
+        )
     settings = RunSettings(
         devices=devices,
         host=args.host,
@@ -104,6 +117,7 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         cooldown_s=args.cooldown,
         connect_concurrency=args.connect_concurrency,
         firmware=args.firmware,
+        clip_frames=args.clip_frames,
     )
     return asyncio.run(run(settings))
 

@@ -1,5 +1,5 @@
-"""A camera's alert bookkeeping, pure: event ids, what the config allows, and the outbox of alerts
-the broker has not acknowledged yet (re-published byte for byte, so with the same event id)."""
+"""A camera's alert bookkeeping, pure: event ids, what the config allows, and the outbox of alerts (and
+clip parts) the broker has not acknowledged yet (re-published byte for byte, so with the same ids)."""
 
 import secrets
 import time
@@ -77,6 +77,11 @@ class Outbox:
     def full(self) -> bool:
         """True when a new alert would not fit."""
         return len(self._pending) >= self._limit
+
+    @property
+    def room(self) -> int:
+        """How many more entries fit (a clip's parts go in together or not at all)."""
+        return max(0, self._limit - len(self._pending))
 
     def add(self, event_id: str, payload: bytes) -> bool:
         """Keeps an envelope until it is acknowledged; False (nothing kept) when full."""

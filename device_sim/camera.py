@@ -3,7 +3,9 @@
 It logs in as its serial with its broker secret, registers an ``online: false`` status as its last will,
 announces itself ``online: true`` with its firmware on every connection, subscribes to its retained config
 topic and obeys it, publishes alerts at QoS 1 and keeps each one in its outbox until the PUBACK, so a
-connection lost in between re-publishes it with the same event id.
+connection lost in between re-publishes it with the same event id. After an alert it sends the event's
+clip, a burst of JPEG frames, one part per message on ``cam/<serial>/clip/<event id>``, kept in a clip
+outbox and re-published the same way.
 
 Stopping is graceful: an explicit ``online: false`` status, then a clean DISCONNECT. A clean DISCONNECT
 does not fire the will, so without that status the gateway would believe a stopped camera online.
@@ -12,6 +14,7 @@ does not fire the will, so without that status the gateway would believe a stopp
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -21,7 +24,19 @@ from device_sim.aio_paho import ConnectRefused, LinkError, MqttLink, MqttVersion
 from device_sim.alerts import EventIds, Outbox, SentAlert, config_allows
 from device_sim.registry import SimDevice
 from device_sim.watcher import Watcher
-from gateway.wire import AlertHeader, Channel, ConfigHeader, StatusHeader, WireError, decode, encode, topic
+from gateway.wire import (
+    AlertHeader,
+    Channel,
+    ClipFormat,
+    ClipHeader,
+    ConfigHeader,
+    StatusHeader,
+    WireError,
+    clip_topic,
+    decode,
+    encode,
+    topic,
+)
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +63,10 @@ class CameraOptions:
     outbox_limit: int = 64  # alerts kept until acknowledged; beyond it new alerts are dropped
     cooldown_s: float = 10.0  # minimum gap between two motion alerts of one camera
     connect_timeout_s: float = 10.0
+    clip_frames: int = 15  # JPEG frames in the clip sent after each alert; 0: no clips
+    clip_fps: float = 5.0
+    clip_size: tuple[int, int] = (640, 360)
+    clip_outbox_limit: int = 256  # clip parts kept until acknowledged; a clip that does not fit is dropped
 
 
 @dataclass(slots=True)
@@ -69,6 +88,9 @@ class Tally:
     dropped_busy: int = 0  # snapshot renderer saturated
     configs_received: int = 0
     bad_configs: int = 0
+    clips_sent: int = 0
+    clip_parts_acked: int = 0
+    clips_dropped: int = 0  # clip outbox full, or the frames could not be drawn
 
 
 class CameraHost(Protocol):
@@ -104,6 +126,7 @@ class Camera:
         self.state = CameraState.IDLE
         self.config: ConfigHeader | None = None
         self.outbox = Outbox(options.outbox_limit)
+        self.clip_outbox = Outbox(options.clip_outbox_limit)  # keys: "<clip id>/<part>"
         self.alerts_sent = 0
         self.alerts_acked = 0
         self.failures = 0  # consecutive failed connects, for the back-off
@@ -111,7 +134,7 @@ class Camera:
         self._host = host
         self._ids = EventIds()
         self._link: MqttLink | None = None
-        self._mids: dict[int, str] = {}  # message id -> event id, for this link's alerts
+        self._mids: dict[int, tuple[Outbox, str]] = {}  # message id -> outbox and key, on this link
         self._offline_mid = -1
         self._last_alert = -float("inf")
         self._alert_topic = topic(self.serial, Channel.ALERT)
@@ -176,13 +199,44 @@ class Camera:
         header = AlertHeader(event_id=event_id, captured_at=captured_at, kind=kind, body_size=len(jpeg))
         payload = encode(header, jpeg)
         self.outbox.add(event_id, payload)
-        if self._link is not None and self.state is CameraState.ONLINE:
-            self._mids[self._link.publish(self._alert_topic, payload)] = event_id
+        self._publish(self.outbox, event_id, payload)
         alert = SentAlert(self.serial, event_id, kind, captured_at, len(jpeg), time.time())
         self.alerts_sent += 1
         self._host.tally.alerts_sent += 1
         self._host.alert_sent(alert)
         return alert
+
+    def send_clip(self, clip_id: str, captured_at: datetime, frames: Sequence[bytes], fps: float) -> bool:
+        """Publishes a clip of JPEG frames, one part each, now (or at the next connection); False when its
+        parts do not all fit in the clip outbox (nothing is kept then: a partial clip is never stored)."""
+        if not frames or self.clip_outbox.room < len(frames):
+            self._host.tally.clips_dropped += 1
+            return False
+        for part, jpeg in enumerate(frames):
+            header = ClipHeader(
+                clip_id=clip_id,
+                event_id=clip_id,
+                captured_at=captured_at,
+                format=ClipFormat.JPEG_FRAMES,
+                part=part,
+                parts=len(frames),
+                fps=fps,
+                body_size=len(jpeg),
+            )
+            key, payload = f"{clip_id}/{part}", encode(header, jpeg)
+            self.clip_outbox.add(key, payload)
+            self._publish(self.clip_outbox, key, payload)
+        self._host.tally.clips_sent += 1
+        return True
+
+    def _publish(self, box: Outbox, key: str, payload: bytes) -> None:
+        if self._link is not None and self.state is CameraState.ONLINE:
+            self._mids[self._link.publish(self._topic_of(box, key), payload)] = (box, key)
+
+    def _topic_of(self, box: Outbox, key: str) -> str:
+        return (
+            clip_topic(self.serial, key.rsplit("/", 1)[0]) if box is self.clip_outbox else self._alert_topic
+        )
 
     def crash(self) -> None:
         """Drops the connection with no DISCONNECT (the broker publishes the will); stays down."""
@@ -224,8 +278,10 @@ class Camera:
         link.publish(self._status_topic, encode(status))
         link.subscribe(self._config_topic, qos=1)
         for event_id, payload in self.outbox.pending():
-            self._mids[link.publish(self._alert_topic, payload)] = event_id
+            self._mids[link.publish(self._alert_topic, payload)] = (self.outbox, event_id)
             self._host.tally.alerts_republished += 1
+        for key, payload in self.clip_outbox.pending():
+            self._mids[link.publish(self._topic_of(self.clip_outbox, key), payload)] = (self.clip_outbox, key)
 
     def link_down(self, link: MqttLink, reason: str) -> None:
         """Back to IDLE and asks the fleet for a reconnect, unless stopping or crashed."""
@@ -265,9 +321,15 @@ class Camera:
         if mid == self._offline_mid and self.state is CameraState.STOPPING:
             link.disconnect()
             return
-        event_id = self._mids.pop(mid, None)
-        if event_id is None or not self.outbox.ack(event_id):
+        sent = self._mids.pop(mid, None)
+        if sent is None:
             return  # a status publish
+        box, event_id = sent
+        if not box.ack(event_id):
+            return
+        if box is self.clip_outbox:
+            self._host.tally.clip_parts_acked += int(accepted)
+            return
         if not accepted:
             self._host.tally.alerts_refused += 1
             return

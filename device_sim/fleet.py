@@ -4,8 +4,8 @@ Three kinds of task serve the whole fleet, however large: ``connect_concurrency`
 cameras from a queue (so 1,000 cameras never open 1,000 connections in one burst, and a camera whose
 connection dropped waits its back-off in that queue), one scene ticker, and paho's keep-alive task in
 the hub. The ticker looks at one slice of the cameras per tick, so every camera's scene is checked
-``fps`` times a second with the work spread evenly; the looking and the JPEG encoding run in a small
-thread pool, never on the loop.
+``fps`` times a second with the work spread evenly; the looking and the JPEG encoding (snapshots, and
+the frames of the clip each alert is followed by) run in a small thread pool, never on the loop.
 """
 
 import asyncio
@@ -24,9 +24,9 @@ from typing import Protocol
 from device_sim.aio_paho import LinkError, PahoHub, raise_open_file_limit
 from device_sim.alerts import SentAlert
 from device_sim.camera import Camera, CameraOptions, CameraState, Tally
-from device_sim.imaging import bank, picture
+from device_sim.imaging import bank, clip_frames, picture
 from device_sim.registry import SimDevice
-from device_sim.scene import SceneOptions, staged
+from device_sim.scene import SceneOptions, SceneState, staged
 from device_sim.watcher import Sighting, Watcher
 
 log = logging.getLogger(__name__)
@@ -66,6 +66,9 @@ class FleetCounters:
     dropped_busy: int
     configs_received: int
     bad_configs: int
+    clips_sent: int
+    clip_parts_acked: int
+    clips_dropped: int
 
 
 class AlertListener(Protocol):
@@ -205,7 +208,8 @@ class Fleet:
             self._queue.put_nowait(camera)
 
     async def trigger(self, serial: str, kind: str = "motion") -> SentAlert | None:
-        """Sends an alert from one camera now, with a fresh snapshot (obeys its config, no cooldown)."""
+        """Sends an alert from one camera now, with a fresh snapshot (obeys its config, no cooldown),
+        and then its clip; returns once both are published (or queued while offline)."""
         camera = self.cameras[serial]
         now = datetime.now(UTC)
         if not camera.may_alert(kind, now):
@@ -213,7 +217,10 @@ class Fleet:
         # A mover of that kind posed mid-frame, so the snapshot shows what the alert says.
         scene = staged("person" if kind == "person" else "vehicle", self._rng)
         jpeg = await asyncio.get_running_loop().run_in_executor(self._imaging, picture, serial, scene, now)
-        return camera.send_alert(kind, now, jpeg)
+        alert = camera.send_alert(kind, now, jpeg)
+        if alert is not None:
+            await self._send_clip(camera, scene, alert)
+        return alert
 
     # --- CameraHost --------------------------------------------------------------------------
 
@@ -296,7 +303,32 @@ class Fleet:
         except Exception:
             log.exception("camera %s could not draw its snapshot", camera.serial)
             return
-        camera.send_alert(sighting.kind, at, jpeg)
+        alert = camera.send_alert(sighting.kind, at, jpeg)
+        if alert is not None:
+            await self._send_clip(camera, sighting.state, alert)
+
+    async def _send_clip(self, camera: Camera, state: SceneState, alert: SentAlert) -> None:
+        """Records the event's clip (the scene from the alert on) and sends it under the alert's id."""
+        opts = camera.options
+        if opts.clip_frames <= 0:
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            frames = await loop.run_in_executor(
+                self._imaging,
+                clip_frames,
+                camera.serial,
+                state,
+                alert.captured_at,
+                opts.clip_frames,
+                opts.clip_fps,
+                opts.clip_size,
+            )
+        except Exception:
+            log.exception("camera %s could not draw its clip", camera.serial)
+            self.tally.clips_dropped += 1
+            return
+        camera.send_clip(alert.event_id, alert.captured_at, frames, opts.clip_fps)
 
 
 def _look(cameras: list[Camera], t: float) -> list[tuple[Camera, Sighting]]:

@@ -1,5 +1,6 @@
 """Pictures for the simulated cameras: a shared bank of backdrops, the tiny grey frames motion
-detection runs on, and real 1280x720 JPEG snapshots (about 75-100 KB, like a camera's).
+detection runs on, real 1280x720 JPEG snapshots (about 75-100 KB, like a camera's), and the bursts of
+smaller JPEG frames an event clip is made of.
 
 A thousand cameras cannot each hold a 2.7 MB 720p backdrop, so they share a small bank (each camera
 picks one by its serial) and differ by what crosses their view, their sensor noise and the caption.
@@ -10,13 +11,15 @@ than the JPEG encoding itself. Everything here is CPU work: callers run it off t
 import random
 import zlib
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import cache
 
 import cv2
 import numpy as np
 
 from device_sim.scene import Image, Scene, SceneOptions, SceneState, draw
+
+CLIP_SIZE = (640, 360)
 
 SNAPSHOT_SIZE = (1280, 720)
 MOTION_SIZE = (96, 54)  # 16:9 like the snapshot; a person is ~25 px tall here
@@ -104,6 +107,37 @@ def picture(serial: str, state: SceneState, at: datetime) -> bytes:
     # A random source of its own: pictures are drawn in worker threads, concurrently with scenes.
     rng = random.Random(hash((serial, state.t, at)))
     return snapshot(shared.backdrop_for(serial), state, shared.noise, rng, caption(serial, at))
+
+
+def clip_frames(
+    serial: str, state: SceneState, at: datetime, count: int, fps: float, size: tuple[int, int] = CLIP_SIZE
+) -> list[bytes]:
+    """The burst of ``count`` JPEG frames camera ``serial`` records from ``state`` on, ``fps`` a second:
+    its movers carry on across the view, and each frame's caption has its own time."""
+    shared = bank()
+    rng = random.Random(hash((serial, state.t, at, count)))
+    backdrop = _scaled(shared.backdrop_for(serial), size)
+    scale = size[0] / SNAPSHOT_SIZE[0]
+    frames = []
+    for i in range(count):
+        frame = backdrop.copy()
+        draw(frame, SceneState(state.t + i / fps, state.movers))
+        shared.noise.apply(frame, rng)
+        text = caption(serial, at + timedelta(seconds=i / fps))
+        for colour, thickness in (((0, 0, 0), 2), ((255, 255, 255), 1)):
+            origin = (int(24 * scale), int(44 * scale))
+            cv2.putText(frame, text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, colour, thickness, cv2.LINE_AA)
+        ok, data = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+        if not ok:
+            raise RuntimeError("OpenCV could not encode a JPEG")
+        frames.append(data.tobytes())
+    return frames
+
+
+@cache
+def _scaled(backdrop: Backdrop, size: tuple[int, int]) -> Image:
+    """A backdrop at clip size (a few per process: one per backdrop and size)."""
+    return cv2.resize(backdrop.full, size, interpolation=cv2.INTER_AREA)
 
 
 def caption(serial: str, at: datetime) -> str:

@@ -37,12 +37,18 @@ class RunSettings:
     cooldown_s: float = 10.0
     connect_concurrency: int = 32
     firmware: str = "sim-1.0.0"
+    clip_frames: int = 15  # frames of the clip after each alert (0: none; load mode sends none)
 
 
 async def run(settings: RunSettings, out: TextIO = sys.stdout) -> int:
     """Runs the fleet; returns the exit status (1 when some camera never came online)."""
     options = FleetOptions(
-        camera=CameraOptions(mqtt=settings.mqtt, cooldown_s=settings.cooldown_s, firmware=settings.firmware),
+        camera=CameraOptions(
+            mqtt=settings.mqtt,
+            cooldown_s=settings.cooldown_s,
+            firmware=settings.firmware,
+            clip_frames=settings.clip_frames,
+        ),
         scene=None if settings.load_rate else SceneOptions(mean_gap_s=settings.mean_gap_s),
         fps=settings.fps,
         connect_concurrency=settings.connect_concurrency,
@@ -107,7 +113,11 @@ async def _watch(fleet: Fleet, stop: asyncio.Event, duration_s: float | None, ou
         remaining = STATUS_EVERY_S if deadline is None else min(STATUS_EVERY_S, deadline - time.monotonic())
         await _wait(stop, max(0.0, remaining))
         c = fleet.counters
-        print(f"online {c.online}/{c.cameras}  alerts sent {c.alerts_sent}  acked {c.alerts_acked}", file=out)
+        print(
+            f"online {c.online}/{c.cameras}  alerts sent {c.alerts_sent}  acked {c.alerts_acked}  "
+            f"clips sent {c.clips_sent}",
+            file=out,
+        )
 
 
 async def _wait(event: asyncio.Event, timeout_s: float) -> None:
@@ -122,7 +132,8 @@ def _summary(fleet: Fleet, elapsed: float, out: TextIO) -> None:
         f"{c.connection_losses} lost), {c.alerts_sent} alerts sent, {c.alerts_acked} acked, "
         f"{c.alerts_sent / elapsed:.1f}/s over {elapsed:.1f} s; suppressed by config "
         f"{c.suppressed_by_config}, by cooldown {c.suppressed_by_cooldown}; dropped "
-        f"{c.dropped_outbox_full + c.dropped_busy}",
+        f"{c.dropped_outbox_full + c.dropped_busy}; clips sent {c.clips_sent} "
+        f"({c.clip_parts_acked} parts acked, {c.clips_dropped} dropped)",
         file=out,
     )
 

@@ -15,8 +15,10 @@ from gateway.adapters.db.engine import create_engine, migrate
 from gateway.adapters.imaging import ImageWorkers
 from gateway.adapters.mqtt import MqttClient
 from gateway.adapters.passwords import Argon2Hasher
+from gateway.adapters.payments import LedgerProvider
 from gateway.adapters.push import push_providers
 from gateway.adapters.senders import MailboxSender, SmsWebhookSender, SmtpSender
+from gateway.adapters.video import VideoWorkers
 from gateway.config import Settings
 from gateway.domain.accounts import Channel
 from gateway.errors import ConfigError
@@ -24,14 +26,17 @@ from gateway.ports import Clock, MessageSender, Publisher
 from gateway.services.accounts import AccountService
 from gateway.services.alert_settings import AlertSettingsService
 from gateway.services.clip_library import ClipLibrary
+from gateway.services.clips import ClipIngest
 from gateway.services.devices import DeviceService
 from gateway.services.events import EventService
 from gateway.services.ingest import IngestService
+from gateway.services.plans import PlanService
 from gateway.services.push import PushService
+from gateway.services.sweep import Sweeper
 from storage import StoreRouter
 
 log = logging.getLogger(__name__)
-INGEST_TOPICS = ["cam/+/alert", "cam/+/status"]
+INGEST_TOPICS = ["cam/+/alert", "cam/+/status", "cam/+/clip/+"]
 
 
 @dataclass
@@ -49,9 +54,12 @@ class Services:
     alert_settings: AlertSettingsService
     events: EventService
     clips: ClipLibrary
+    plans: PlanService
     ingest: IngestService
+    clip_ingest: ClipIngest
     mqtt: MqttClient | None
     push: PushService
+    sweeper: Sweeper
 
 
 def load_pepper(settings: Settings) -> bytes:
@@ -100,6 +108,9 @@ async def build(settings: Settings, stack: AsyncExitStack, *, clock: Clock | Non
         thumb_width=ing.thumbnail_width,
     )
     stack.callback(images.close)
+    video = VideoWorkers(settings.clips.video_workers, max_dim=settings.clips.max_frame_dimension)
+    stack.callback(video.close)
+    clip_ingest = ClipIngest(engine, stores, video, settings.clips, settings.catalogue(), clock)
     mqtt = MqttClient(settings.mqtt, INGEST_TOPICS) if settings.mqtt.enabled else None
     publisher: Publisher = mqtt if mqtt is not None else DiscardingPublisher()
     alert_settings = AlertSettingsService(engine, publisher, clock)
@@ -117,9 +128,12 @@ async def build(settings: Settings, stack: AsyncExitStack, *, clock: Clock | Non
         alert_settings=alert_settings,
         events=EventService(engine, stores, clock),
         clips=ClipLibrary(engine, stores, settings.catalogue(), clock),
-        ingest=IngestService(engine, stores, images, ing, settings.catalogue(), clock),
+        plans=PlanService(engine, settings.catalogue(), LedgerProvider(), clock),
+        ingest=IngestService(engine, stores, images, ing, settings.catalogue(), clock, clips=clip_ingest),
+        clip_ingest=clip_ingest,
         mqtt=mqtt,
         push=push,
+        sweeper=Sweeper(engine, stores, settings.sweep, clock),
     )
 
 

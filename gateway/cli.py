@@ -3,6 +3,7 @@
 import argparse
 import asyncio
 import csv
+import json
 import logging
 import signal
 import sys
@@ -26,6 +27,10 @@ from gateway.domain.registry import COLUMNS
 from gateway.errors import CamgateError, ConfigError
 from gateway.services.broker_sync import sync_broker
 from gateway.services.registry import ImportReport, import_registry
+from gateway.services.sweep import retention_classes
+from gateway.services.sweep_report import ReconcileReport, SweepReport, format_bytes
+from storage import S3Store, StorageError
+from storage.lifecycle import lifecycle_rules, merge_rules
 
 console = Console(stderr=True)
 log = logging.getLogger("camgate")
@@ -68,6 +73,13 @@ def _parser() -> argparse.ArgumentParser:
         "demo", help="run on embedded defaults with a simulated fleet (the README's run command)"
     )
     p.add_argument("--cameras", type=int, default=5, help="size of the simulated fleet (default 5)")
+    p.add_argument(
+        "--day-seconds",
+        type=int,
+        default=30,
+        help="length of a plan day in seconds, so the trial and its clips' retention pass within minutes"
+        " (default 30; 86400 for real days)",
+    )
     p.set_defaults(func=demo)
 
     db = sub.add_parser("db", help="database schema").add_subparsers(dest="db_command", required=True)
@@ -116,6 +128,42 @@ def _parser() -> argparse.ArgumentParser:
     p = dev.add_parser("show", help="show a device by serial or id (no secrets)")
     p.add_argument("serial")
     p.set_defaults(func=device_show)
+
+    p = sub.add_parser(
+        "sweep",
+        help="delete expired snapshots and clips (object stores and database)",
+        description="Deletes every snapshot, thumbnail and clip whose retention has run out: the objects "
+        "(every version and delete marker in a versioned bucket), then their records, a batch at a time, and "
+        "prints objects and bytes per account. Safe beside the service's periodic sweep and on several hosts "
+        "at once; an interrupted sweep is resumed by the next one. Exit status 1 when objects could not be "
+        "deleted (their records are kept and tried again later). See docs/retention.md.",
+    )
+    p.add_argument("--dry-run", action="store_true", help="report what would be deleted; change nothing")
+    p.add_argument("--batch-size", type=int, help="records per batch (default: sweep.batch_size)")
+    p.add_argument(
+        "--reconcile",
+        action="store_true",
+        help="then reconcile each store with the database: objects without records, records without "
+        "objects, leftovers of unfinished uploads",
+    )
+    p.add_argument("--region", help="only this region (default: all)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON on standard output")
+    p.set_defaults(func=sweep)
+
+    stg = sub.add_parser("storage", help="object stores").add_subparsers(
+        dest="storage_command", required=True
+    )
+    p = stg.add_parser(
+        "lifecycle",
+        help="install lifecycle rules generated from the plan catalogue (S3 stores)",
+        description="Prints the bucket lifecycle rules for the catalogue's retention classes (objects are "
+        "tagged retention-days=<n>; each class expires n + 2 days after writing, as a backstop to the sweep) "
+        "and installs them on each S3 region's bucket, keeping rules that are not camgate's. Local stores "
+        "have no lifecycle rules: only camgate's sweep deletes there.",
+    )
+    p.add_argument("--dry-run", action="store_true", help="print the rules; install nothing")
+    p.add_argument("--region", help="only this region (default: all)")
+    p.set_defaults(func=storage_lifecycle)
     return parser
 
 
@@ -311,4 +359,117 @@ async def demo(settings: Settings, args: argparse.Namespace) -> int:
     """``camgate demo``: the whole system on embedded defaults (gateway/demo.py)."""
     from gateway.demo import run
 
-    return await run(settings, args.cameras, console)
+    if args.day_seconds < 1:
+        console.print("[red]--day-seconds must be at least 1[/red]")
+        return 2
+    return await run(settings, args.cameras, console, args.day_seconds)
+
+
+def _regions(services: Services, region: str | None) -> list[str]:
+    configured = sorted(services.stores.regions)
+    if region is None:
+        return configured
+    if region not in configured:
+        raise CamgateError(f"no region {region!r} is configured (regions: {', '.join(configured)})")
+    return [region]
+
+
+async def sweep(settings: Settings, args: argparse.Namespace) -> int:
+    """``camgate sweep``."""
+
+    async def work(services: Services) -> int:
+        regions = _regions(services, args.region)
+        sweeper = services.sweeper
+        if args.dry_run:
+            report = await sweeper.run(dry_run=True, region=args.region)
+        else:
+            expected = await sweeper.expired(args.region)
+            with Progress(
+                TextColumn("sweeping"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("objects"),
+                TimeRemainingColumn(),
+                console=console,
+            ) as progress:
+                task = progress.add_task("sweep", total=expected.objects)
+                report = await sweeper.run(
+                    batch_size=args.batch_size,
+                    region=args.region,
+                    progress=lambda n: progress.advance(task, n),
+                )
+        reconciled = [await _reconcile(services, r, args.dry_run) for r in regions] if args.reconcile else []
+        if args.json:
+            print(json.dumps({"sweep": report.as_dict(), "reconcile": [r.as_dict() for r in reconciled]}))
+        else:
+            _print_sweep(report)
+            for result in reconciled:
+                console.print(result.summary())
+        return 0 if report.ok and all(r.ok for r in reconciled) else 1
+
+    if args.batch_size is not None and not 1 <= args.batch_size <= 10_000:
+        raise CamgateError("--batch-size must be within 1..10000")
+    return await _with_services(settings, work)
+
+
+async def _reconcile(services: Services, region: str, dry_run: bool) -> ReconcileReport:
+    with Progress(
+        TextColumn(f"reconciling {region}: {{task.completed}} objects listed"), console=console
+    ) as progress:
+        task = progress.add_task("reconcile", total=None)
+        return await services.sweeper.reconcile(
+            region, dry_run=dry_run, progress=lambda n: progress.advance(task, n)
+        )
+
+
+def _print_sweep(report: SweepReport) -> None:
+    if report.accounts:
+        table = Table(title="would be deleted" if report.dry_run else "deleted")
+        for col in ("account", "objects", "bytes", "records"):
+            table.add_column(col, justify="left" if col == "account" else "right")
+        ranked = sorted(report.accounts.items(), key=lambda item: (-item[1].bytes, item[0]))
+        for account_id, tally in ranked[:50]:
+            table.add_row(account_id, f"{tally.objects:,}", format_bytes(tally.bytes), f"{tally.records:,}")
+        table.add_section()
+        table.add_row(
+            "total", f"{report.objects:,}", format_bytes(report.bytes), f"{report.records:,}", style="bold"
+        )
+        console.print(table)
+        if len(ranked) > 50:
+            console.print(f"... and {len(ranked) - 50} more accounts")
+    console.print(report.summary())
+    for key in report.failed_keys:
+        console.print(f"[red]not deleted: {key}[/red]")
+    for error in report.errors:
+        console.print(f"[red]error: {error}[/red]")
+
+
+async def storage_lifecycle(settings: Settings, args: argparse.Namespace) -> int:
+    """``camgate storage lifecycle``."""
+    rules = lifecycle_rules(retention_classes(settings.catalogue()))
+    print(json.dumps({"Rules": rules}, indent=2))
+
+    async def work(services: Services) -> int:
+        code = 0
+        for region in _regions(services, args.region):
+            store = services.stores.for_region(region)
+            if not isinstance(store, S3Store):
+                console.print(f"region {region}: local store, no lifecycle rules; swept by camgate only")
+                continue
+            if args.dry_run:
+                console.print(f"region {region}: would install {len(rules)} rules on bucket {store.bucket}")
+                continue
+            try:
+                await store.put_lifecycle(merge_rules(await store.get_lifecycle(), rules))
+                installed = await store.get_lifecycle()
+            except StorageError as exc:
+                console.print(f"[red]region {region}: bucket {store.bucket}: {exc}[/red]")
+                code = 1
+                continue
+            console.print(
+                f"region {region}: bucket {store.bucket} has {len(installed)} lifecycle rules, "
+                f"{len(rules)} of them camgate's"
+            )
+        return code
+
+    return await _with_services(settings, work)

@@ -91,3 +91,75 @@ def push_dispatcher(services: Services) -> Callable[[web.Application], AsyncIter
         await asyncio.gather(task, return_exceptions=True)
 
     return context
+
+
+RENEWALS_INTERVAL_S = 3600  # hourly; periods are renewed RENEW_AHEAD (2 h) before they end
+
+
+def renewals(services: Services) -> Callable[[web.Application], AsyncIterator[None]]:
+    """A cleanup context renewing due monthly plans every hour (several instances may run it: each
+    renewal is claimed by a conditional update, so it is charged once)."""
+
+    async def renew() -> None:
+        await services.plans.renew_due()
+
+    async def context(_app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(run_periodically("renewals", RENEWALS_INTERVAL_S, renew))
+        yield
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    return context
+
+
+def clip_cleanup(services: Services) -> Callable[[web.Application], AsyncIterator[None]]:
+    """A cleanup context abandoning clip uploads that stayed incomplete past ``clips.upload_timeout_s``
+    (and forgetting dropped ones), checked a few times per timeout so none lingers much longer."""
+    interval_s = min(60.0, max(1.0, services.settings.clips.upload_timeout_s / 4))
+
+    async def abandon() -> None:
+        removed = await services.clip_ingest.abandon_stale()
+        if removed:
+            log.info("removed %d stale clip uploads", removed)
+
+    async def context(_app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(run_periodically("clip_cleanup", interval_s, abandon))
+        yield
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    return context
+
+
+RECONCILE_EVERY = 12  # sweeps between reconciliations: a full listing of every store is the costly part
+
+
+def sweeper(services: Services) -> Callable[[web.Application], AsyncIterator[None]]:
+    """A cleanup context running the retention sweep every ``sweep.interval_s`` (when ``sweep.enabled``),
+    and every ``RECONCILE_EVERY`` sweeps a reconciliation of each region (stale uploads included).
+    Several instances may run it: sweepers claim records, and one instance at a time reconciles a region."""
+    settings = services.settings.sweep
+    runs = 0
+
+    async def sweep() -> None:
+        nonlocal runs
+        runs += 1
+        report = await services.sweeper.run()
+        if report.objects or report.records or not report.ok:
+            log.log(logging.INFO if report.ok else logging.WARNING, "%s", report.summary())
+        if runs % RECONCILE_EVERY == 0:
+            for region in sorted(services.stores.regions):
+                reconciled = await services.sweeper.reconcile(region)
+                if reconciled.changed or not reconciled.ok:
+                    log.info("%s", reconciled.summary())
+
+    async def context(_app: web.Application) -> AsyncIterator[None]:
+        if not settings.enabled:
+            yield
+            return
+        task = asyncio.create_task(run_periodically("retention_sweep", settings.interval_s, sweep))
+        yield
+        task.cancel()  # claims in progress run out after sweep.lease_s and are taken again next time
+        await asyncio.gather(task, return_exceptions=True)
+
+    return context

@@ -15,3 +15,27 @@ INGEST_SECONDS = Histogram(
 INGEST_RETRIES = Counter("camgate_ingest_retries_total", "Transient failures retried, by error", ["error"])
 INFLIGHT = Gauge("camgate_ingest_inflight", "Messages received and not yet acknowledged")
 STORED_BYTES = Counter("camgate_stored_bytes_total", "Bytes written to object storage by ingest")
+CLIPS = Counter(
+    "camgate_clip_parts_total",
+    "Clip parts handled, by outcome (stored: the part that completed a clip)",
+    ["outcome"],
+)
+CLIPS_DROPPED = Counter(
+    "camgate_clips_dropped_total", "Clips not stored, by reason (docs/clips.md)", ["reason"]
+)
+
+# Retention sweep and reconciliation (gateway/services/sweep.py, reconcile.py).
+SWEPT_OBJECTS = Counter(
+    "camgate_swept_objects_total",
+    "Expired objects deleted by the retention sweep, by record table",
+    ["table"],
+)
+SWEPT_BYTES = Counter("camgate_swept_bytes_total", "Bytes of expired snapshots and clips the sweep deleted")
+SWEEP_FAILURES = Counter(
+    "camgate_sweep_failures_total", "Expired records kept because an object of theirs could not be deleted"
+)
+RECONCILED = Counter(
+    "camgate_reconciled_total",
+    "What reconciliation removed: orphan objects, records, stale uploads",
+    ["what"],
+)

@@ -7,6 +7,7 @@ from enum import StrEnum
 from typing import Protocol
 
 from gateway.domain.accounts import Channel
+from gateway.domain.plans.money import Money
 
 
 class Clock(Protocol):
@@ -113,4 +114,28 @@ class Publisher(Protocol):
 
     def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
         """Queues one message."""
+        ...
+
+
+# --- payments (docs/plans.md) --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """A provider's acceptance of a charge or a refund; ``provider_ref`` is its id for the transaction."""
+
+    provider: str
+    provider_ref: str
+
+
+class PaymentProvider(Protocol):
+    """Takes and returns money (a ledger now; a card network later). A refusal raises ``PaymentDeclined``
+    (gateway.adapters.payments); any other exception means the outcome is unknown and nothing is recorded."""
+
+    async def charge(self, account_id: str, amount: Money, reference: str, description: str) -> Receipt:
+        """Charges ``amount`` (never negative); ``reference`` is our id for the payment (a subscription)."""
+        ...
+
+    async def refund(self, account_id: str, amount: Money, reference: str, original_ref: str) -> Receipt:
+        """Returns ``amount`` of the charge the provider knows as ``original_ref``."""
         ...

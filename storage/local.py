@@ -198,6 +198,33 @@ class LocalStore:
         # A file deleted since the walk is simply skipped, as S3 would no longer list it.
         return [info for key in keys if (info := self._info(key)) is not None]
 
+    async def clean_incomplete(self, older_than: datetime, *, dry_run: bool = False) -> int:
+        """Removes ``.tmp-*`` files (writes cut short by a crash) last modified before ``older_than``."""
+        cutoff = older_than.timestamp()
+        return await self._run("temporary files", functools.partial(self._clean_tmp, cutoff, dry_run))
+
+    def _clean_tmp(self, cutoff: float, dry_run: bool) -> int:
+        removed = 0
+        for folder, _dirs, files in os.walk(self.root):  # .meta too: sidecars are written the same way
+            here = Path(folder)
+            taken = 0
+            for name in files:
+                if not name.startswith(".tmp-"):
+                    continue
+                try:
+                    # A write in progress keeps its file young: only old leftovers are taken.
+                    if (here / name).stat().st_mtime >= cutoff:
+                        continue
+                    if not dry_run:
+                        (here / name).unlink()
+                except FileNotFoundError:  # that write finished meanwhile
+                    continue
+                taken += 1
+            if taken and not dry_run and here != self.root:
+                _prune_empty(here, self._meta_root if here.is_relative_to(self._meta_root) else self.root)
+            removed += taken
+        return removed
+
     async def presigned_get_url(self, key: str, expires_s: int) -> str | None:
         """None: a folder has no URLs; the app streams ``get`` instead."""
         validate_key(key)

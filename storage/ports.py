@@ -104,6 +104,14 @@ class ObjectStore(Protocol):
         """A time-limited GET URL, or None when the backend has none (the app streams ``get``)."""
         ...
 
+    async def clean_incomplete(self, older_than: datetime, *, dry_run: bool = False) -> int:
+        """Removes what writes that never finished left behind, begun before ``older_than``.
+
+        The local folder's ``.tmp-*`` files, S3's incomplete multipart uploads (whose parts are stored and
+        billed until aborted). Returns how many were removed (with ``dry_run``: would be; nothing changes).
+        """
+        ...
+
     async def ping(self) -> None:
         """Readiness: returns when the store answers, raises ``StorageUnavailable`` otherwise."""
         ...

@@ -14,6 +14,7 @@ import hashlib
 import logging
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlencode
 
@@ -285,6 +286,65 @@ class S3Store:
             for e in answer.get("Errors", [])
         )
         return DeleteReport(deleted=len(batch) - len(failed), failed=failed)
+
+    async def clean_incomplete(self, older_than: datetime, *, dry_run: bool = False) -> int:
+        """Aborts the bucket's multipart uploads initiated before ``older_than``; returns how many."""
+        return await self._run(
+            "incomplete multipart uploads", functools.partial(self._abort_uploads, older_than, dry_run)
+        )
+
+    def _abort_uploads(self, older_than: datetime, dry_run: bool) -> int:
+        aborted = 0
+        kwargs: dict[str, Any] = {}
+        while True:
+            page = self._client.list_multipart_uploads(Bucket=self.bucket, **kwargs)
+            for upload in page.get("Uploads", []):
+                if upload["Initiated"] >= older_than:  # may still be uploading: leave it
+                    continue
+                if not dry_run:
+                    try:
+                        self._client.abort_multipart_upload(
+                            Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+                        )
+                    except ClientError as exc:
+                        if _status(exc) != 404:  # NoSuchUpload: it completed or was aborted meanwhile
+                            raise
+                        continue
+                aborted += 1
+            if not page.get("IsTruncated", False):
+                return aborted
+            kwargs = {"KeyMarker": page["NextKeyMarker"], "UploadIdMarker": page["NextUploadIdMarker"]}
+
+    async def put_lifecycle(self, rules: Sequence[Mapping[str, Any]]) -> None:
+        """Replaces the bucket's lifecycle configuration with ``rules`` (``storage.lifecycle``)."""
+        # Plain dicts in boto3's shape; the stubs' TypedDicts would only restate storage.lifecycle.
+        config: Any = {"Rules": [dict(rule) for rule in rules]}
+        if not config["Rules"]:  # S3 refuses an empty configuration: no rules means none at all
+            await self._run(
+                "lifecycle", functools.partial(self._client.delete_bucket_lifecycle, Bucket=self.bucket)
+            )
+            return
+        await self._run(
+            "lifecycle",
+            functools.partial(
+                self._client.put_bucket_lifecycle_configuration,
+                Bucket=self.bucket,
+                LifecycleConfiguration=config,
+            ),
+        )
+
+    async def get_lifecycle(self) -> list[dict[str, Any]]:
+        """The bucket's lifecycle rules, or an empty list when it has none."""
+        return await self._run("lifecycle", self._get_lifecycle)
+
+    def _get_lifecycle(self) -> list[dict[str, Any]]:
+        try:
+            answer = self._client.get_bucket_lifecycle_configuration(Bucket=self.bucket)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "NoSuchLifecycleConfiguration":
+                return []
+            raise
+        return [dict(rule) for rule in answer.get("Rules", [])]
 
     async def presigned_get_url(self, key: str, expires_s: int) -> str | None:
         """A SigV4 presigned GET URL valid for ``expires_s`` seconds (1 s to 7 days)."""

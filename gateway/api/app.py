@@ -10,7 +10,7 @@ from gateway.api.problems import problems
 from gateway.api.routing import CLIENT_ADDRESS, MAX_BODY_BYTES
 from gateway.api.state import SERVICES, api
 from gateway.bootstrap import Services
-from gateway.jobs import housekeeping, ingest, push_dispatcher
+from gateway.jobs import clip_cleanup, housekeeping, ingest, push_dispatcher, renewals, sweeper
 from gateway.services.accounts import Principal
 
 
@@ -31,6 +31,9 @@ def create_app(services: Services) -> web.Application:
     app.cleanup_ctx.append(housekeeping(services))
     app.cleanup_ctx.append(ingest(services))
     app.cleanup_ctx.append(push_dispatcher(services))
+    app.cleanup_ctx.append(renewals(services))
+    app.cleanup_ctx.append(clip_cleanup(services))
+    app.cleanup_ctx.append(sweeper(services))
     return app
 
 

@@ -14,6 +14,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Protocol
 
 from sqlalchemy import bindparam, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -35,7 +36,7 @@ from gateway.config import IngestSettings
 from gateway.domain.alerts import AlertPrefs, TokenBuckets, collection_decision
 from gateway.domain.plans import Catalogue, Retention
 from gateway.ports import Clock
-from gateway.services.coverage import coverage_at
+from gateway.services.coverage import Coverage, coverage_at
 from gateway.wire import (
     AlertHeader,
     Channel,
@@ -58,17 +59,38 @@ class Outcome(StrEnum):
     DROPPED = "dropped"  # opted out: nothing written, counted
     DEAD_LETTER = "dead_letter"
     PRESENCE = "presence"
+    STAGED = "staged"  # a clip part kept until the rest of its clip arrives
+
+
+class ClipHandler(Protocol):
+    """Takes the messages of clip topics (gateway.services.clips.ClipIngest)."""
+
+    async def handle(self, topic: str, serial: str, clip_id: str, payload: bytes) -> Outcome:
+        """Processes one clip part, with the same guarantees as ``IngestService.handle``."""
+        ...
 
 
 @dataclass(frozen=True)
-class _Target:
+class Target:
+    """Who a camera message is for, and what decides whether it is collected."""
+
     device_id: str
     account_id: str | None
     region: str | None
     prefs: AlertPrefs
-    known: bool  # this event id of this camera is already stored
+    event_kind: str | None  # kind of the stored event with the looked-up camera event id; None: not stored
     last_seen_at: datetime | None
-    retention: Retention | None = None  # of a capture now, from the plan in force (None when unbound)
+    coverage: Coverage | None = None  # the plan in force at the capture (None when unbound)
+
+    @property
+    def known(self) -> bool:
+        """This event id of this camera is already stored."""
+        return self.event_kind is not None
+
+    @property
+    def retention(self) -> Retention | None:
+        """Retention of the capture, from the plan in force then (None when unbound)."""
+        return self.coverage.retention if self.coverage is not None else None
 
 
 PRESENCE_REFRESH = timedelta(seconds=60)  # alerts refresh "last seen" at most this often
@@ -84,7 +106,7 @@ _TARGET_QUERY = (
         alert_settings.c.event_kinds,
         device_alert_settings.c.muted,
         device_alert_settings.c.snoozed_until,
-        events.c.id.label("event_id"),
+        events.c.kind.label("event_kind"),
         device_presence.c.last_seen_at,
         device_presence.c.online,
     )
@@ -117,8 +139,10 @@ class IngestService:
         settings: IngestSettings,
         catalogue: Catalogue,
         clock: Clock,
+        clips: ClipHandler | None = None,
     ) -> None:
         self._db = engine
+        self._clips = clips
         self._catalogue = catalogue
         self._stores = stores
         self._images = images
@@ -134,9 +158,11 @@ class IngestService:
             return await self.dead_letter(topic, "", exc.reason, exc.detail, payload)
         if where.channel is Channel.STATUS:
             return await self._status(topic, where.serial, payload)
+        if where.channel is Channel.CLIP and where.clip_id is not None and self._clips is not None:
+            return await self._clips.handle(topic, where.serial, where.clip_id, payload)
         if where.channel is not Channel.ALERT:
             return await self.dead_letter(
-                topic, where.serial, "unexpected_channel", "clips are not accepted yet", payload
+                topic, where.serial, "unexpected_channel", f"nothing takes {where.channel} here", payload
             )
         if len(payload) > self._settings.max_alert_bytes:
             detail = f"{len(payload)} bytes > {self._settings.max_alert_bytes}"
@@ -193,7 +219,7 @@ class IngestService:
         header: AlertHeader,
         body: memoryview,
         payload: bytes,
-        target: _Target,
+        target: Target,
         now: datetime,
     ) -> Outcome:
         assert target.account_id is not None and target.region is not None
@@ -255,28 +281,10 @@ class IngestService:
         metrics.ALERTS.labels(outcome.value).inc()
         return outcome
 
-    async def _target(self, serial: str, camera_event_id: str, captured_at: datetime) -> _Target | None:
+    async def _target(self, serial: str, camera_event_id: str, captured_at: datetime) -> Target | None:
         # Read fresh for every alert: an opt-out must hold from the moment it is saved.
         async with self._db.connect() as conn:
-            row = (
-                await conn.execute(_TARGET_QUERY, {"serial": serial, "camera_event_id": camera_event_id})
-            ).first()
-            if row is None:
-                return None
-            retention = None
-            if row.owner_account_id is not None:
-                cover = await coverage_at(conn, self._catalogue, row.id, row.owner_account_id, captured_at)
-                retention = cover.retention
-        prefs = AlertPrefs(
-            message_alerts=row.message_alerts if row.message_alerts is not None else True,
-            event_kinds=frozenset(row.event_kinds) if row.event_kinds is not None else None,
-            muted=bool(row.muted),
-            snoozed_until=row.snoozed_until,
-        )
-        last_seen = row.last_seen_at if row.online else None
-        return _Target(
-            row.id, row.owner_account_id, row.region, prefs, row.event_id is not None, last_seen, retention
-        )
+            return await read_target(conn, self._catalogue, serial, camera_event_id, captured_at)
 
     async def _status(self, topic: str, serial: str, payload: bytes) -> Outcome:
         try:
@@ -316,18 +324,53 @@ class IngestService:
     async def _dead_letter_in(
         self, conn: AsyncConnection, topic: str, serial: str, reason: str, detail: str, payload: bytes
     ) -> Outcome:
-        log.info("dead letter from %s: %s (%s)", serial or topic[:64], reason, detail)
-        await conn.execute(
-            insert(dead_letters).values(
-                topic=topic[:300],
-                serial=serial[:32],
-                reason=reason,
-                detail=detail[:500],
-                header=decode_json_header(payload[:8192]),
-                payload_bytes=len(payload),
-                received_at=self._clock.now(),
-            )
-        )
-        metrics.DEAD_LETTERS.labels(reason).inc()
+        await record_dead_letter(conn, self._clock.now(), topic, serial, reason, detail, payload)
         metrics.ALERTS.labels(Outcome.DEAD_LETTER.value).inc()
         return Outcome.DEAD_LETTER
+
+
+async def read_target(
+    conn: AsyncConnection, catalogue: Catalogue, serial: str, camera_event_id: str, captured_at: datetime
+) -> Target | None:
+    """The camera's owner, region, alert settings and plan at ``captured_at``, with the kind of its
+    stored event ``camera_event_id`` if any; None for an unknown serial. Shared by alerts and clips."""
+    row = (await conn.execute(_TARGET_QUERY, {"serial": serial, "camera_event_id": camera_event_id})).first()
+    if row is None:
+        return None
+    cover = None
+    if row.owner_account_id is not None:
+        cover = await coverage_at(conn, catalogue, row.id, row.owner_account_id, captured_at)
+    prefs = AlertPrefs(
+        message_alerts=row.message_alerts if row.message_alerts is not None else True,
+        event_kinds=frozenset(row.event_kinds) if row.event_kinds is not None else None,
+        muted=bool(row.muted),
+        snoozed_until=row.snoozed_until,
+    )
+    last_seen = row.last_seen_at if row.online else None
+    return Target(row.id, row.owner_account_id, row.region, prefs, row.event_kind, last_seen, cover)
+
+
+async def record_dead_letter(
+    conn: AsyncConnection,
+    now: datetime,
+    topic: str,
+    serial: str,
+    reason: str,
+    detail: str,
+    payload: bytes,
+    header: dict[str, object] | None = None,
+) -> None:
+    """Records a message that can never be processed (its header, never its body); logs and counts it."""
+    log.info("dead letter from %s: %s (%s)", serial or topic[:64], reason, detail)
+    await conn.execute(
+        insert(dead_letters).values(
+            topic=topic[:300],
+            serial=serial[:32],
+            reason=reason,
+            detail=detail[:500],
+            header=decode_json_header(payload[:8192]) if header is None else header,
+            payload_bytes=len(payload),
+            received_at=now,
+        )
+    )
+    metrics.DEAD_LETTERS.labels(reason).inc()

@@ -31,6 +31,8 @@ BODIES: dict[str, dict[str, Any]] = {
     "PushTargetIn": {"kind": "webhook", "url": "https://1.1.1.1/mallory-hook"},  # a literal: no DNS
     "AccountAlertsIn": {"message_alerts": False},
     "DeviceAlertsIn": {"muted": True, "snooze_minutes": 60},
+    "PurchaseIn": {"plan_id": "basic-7", "billing": "annual"},
+    "TransferIn": {"device_id": "00000000-0000-4000-8000-000000000000"},
 }
 NOT_OWNED = {"/v1/sessions/current"}  # acts on the caller's own session by definition
 
@@ -54,7 +56,7 @@ async def test_second_account_sees_nothing_of_the_first(
     await services.ingest.handle(f"cam/{fleet[0].serial}/alert", alert("alice-event-1"))
     event_id = (await (await client.get("/v1/events", headers=auth(alice))).json())["items"][0]["id"]
     device = await (await client.get(f"/v1/devices/{device['id']}", headers=auth(alice))).json()
-    await seed_subscription(services, me["id"], device["id"])
+    subscription_id = await seed_subscription(services, me["id"], device["id"])
     clip_id = await seed_clip(services, me["id"], device["id"])
     ids = {
         "device_id": device["id"],
@@ -62,6 +64,7 @@ async def test_second_account_sees_nothing_of_the_first(
         "target_id": target_id,
         "event_id": event_id,
         "clip_id": clip_id,
+        "subscription_id": subscription_id,
     }
     secrets_of_alice = [
         device["id"],
@@ -74,6 +77,7 @@ async def test_second_account_sees_nothing_of_the_first(
         "alice-hook",
         event_id,
         clip_id,
+        subscription_id,
     ]
 
     mallory = await new_user(client, mailbox, "mallory@example.com")
@@ -106,6 +110,8 @@ async def test_second_account_sees_nothing_of_the_first(
     assert (await client.get("/v1/me", headers=auth(alice))).status == 200
     assert (await client.get(f"/v1/events/{event_id}", headers=auth(alice))).status == 200
     assert (await client.get(f"/v1/clips/{clip_id}", headers=auth(alice))).status == 200
+    plans = await (await client.get(f"/v1/devices/{device['id']}/plans", headers=auth(alice))).json()
+    assert plans["current"]["id"] == subscription_id and plans["current"]["status"] == "active"
     settings = await (await client.get("/v1/settings/alerts", headers=auth(alice))).json()
     assert settings["message_alerts"] is True
     device_alerts = await (await client.get(f"/v1/devices/{device['id']}/alerts", headers=auth(alice))).json()

@@ -232,7 +232,14 @@ async def test_cameras_come_back_after_the_broker_restarts(
     mosquitto_broker: MosquittoBroker, devices: list[SimDevice]
 ) -> None:
     options = FleetOptions(scene=None, reconnect_s=(0.1, 0.5))
+    # A persistent session, saved before the crash: the cameras may re-publish before the watcher is
+    # back, and the broker queues what they send for it.
+    watch = mosquitto_broker.gateway_client(clean=False, session_expiry_s=600)
+    assert watch.connect().value == 0
+    watch.subscribe("cam/+/alert")
+    watch.close()
     async with Fleet(devices[:5], mosquitto_broker.host, mosquitto_broker.port, options) as fleet:
+        await asyncio.to_thread(mosquitto_broker.sync)
         await asyncio.to_thread(mosquitto_broker.kill)
         await asyncio.sleep(0.5)  # several refused reconnects meanwhile
         assert fleet.online == 0
@@ -240,10 +247,9 @@ async def test_cameras_come_back_after_the_broker_restarts(
         during = await fleet.trigger(devices[0].serial, "motion")
         assert during is not None
         await asyncio.to_thread(mosquitto_broker.start)
-        watch = mosquitto_broker.gateway_client()
-        assert watch.connect().value == 0
-        watch.subscribe("cam/+/alert")
         assert await fleet.wait_online(5, timeout_s=10)
+        watch = mosquitto_broker.gateway_client(clean=False, session_expiry_s=600)
+        assert watch.connect().value == 0
         counters = fleet.counters
         assert counters.connection_losses == 5 and counters.connects == 10 and counters.connect_failures >= 5
         message = await asyncio.to_thread(watch.next_message)

@@ -10,7 +10,7 @@ from device_sim.aio_paho import MqttLink, PahoHub
 from device_sim.alerts import EventIds, Outbox, SentAlert, config_allows
 from device_sim.camera import Camera, CameraOptions, CameraState, Tally
 from device_sim.registry import SimDevice
-from gateway.wire import AlertHeader, ConfigHeader, StatusHeader, decode, encode
+from gateway.wire import AlertHeader, ClipHeader, ConfigHeader, StatusHeader, decode, encode
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 JPEG = b"\xff\xd8" + b"x" * 1000 + b"\xff\xd9"
@@ -238,3 +238,62 @@ def test_outbox_resends_recently_acknowledged_alerts_after_a_reconnect() -> None
     # at 106 s "old" is past the window, "new" may have been lost by a broker crash, "open" was never acked
     assert list(box.pending(now=106.0)) == [("new", b"n"), ("open", b"x")]
     assert list(box.pending(now=110.0)) == [("open", b"x")]
+
+
+def _clip_parts(link: FakeLink) -> list[tuple[int, str, ClipHeader, bytes]]:
+    found = []
+    for mid, (topic, payload) in enumerate(link.published, start=1):
+        header, body = decode(payload)
+        if isinstance(header, ClipHeader):
+            found.append((mid, topic, header, bytes(body)))
+    return found
+
+
+def test_a_clip_goes_out_as_numbered_parts_on_its_own_topic() -> None:
+    camera, host = _camera()
+    link = _online(camera)
+    frames = [JPEG + bytes([i]) for i in range(4)]
+    assert camera.send_clip("e-clip-1", NOW, frames, 5.0)
+    parts = _clip_parts(link)
+    assert [h.part for _, _, h, _ in parts] == [0, 1, 2, 3]
+    assert {t for _, t, _, _ in parts} == {"cam/CGTESTCAM0001/clip/e-clip-1"}
+    for _, _, header, body in parts:
+        assert (header.clip_id, header.event_id, header.parts, header.fps) == ("e-clip-1", "e-clip-1", 4, 5.0)
+        assert header.captured_at == NOW and body == frames[header.part]
+    assert host.tally.clips_sent == 1 and len(camera.clip_outbox) == 4
+    for mid, _, _, _ in parts[:3]:
+        camera.acked(link, mid, accepted=True)
+    assert host.tally.clip_parts_acked == 3 and len(camera.clip_outbox) == 1
+    assert host.acked == [], "clip parts are not alerts"
+
+
+def test_unacknowledged_clip_parts_are_republished_after_a_reconnect() -> None:
+    camera, host = _camera()
+    first = _online(camera)
+    camera.send_clip("e-clip-2", NOW, [JPEG, JPEG + b"x", JPEG + b"y"], 5.0)
+    parts = _clip_parts(first)
+    camera.acked(first, parts[0][0], accepted=True)
+    camera.link_down(first, "connection lost")
+    second = _online(camera)
+    again = _clip_parts(second)
+    # part 0 was acknowledged moments ago: re-sent too, in case the broker crashed before saving it
+    assert [h.part for _, _, h, _ in again] == [0, 1, 2]
+    assert [second.published[m - 1][1] for m, _, _, _ in again] == [
+        first.published[m - 1][1] for m, _, _, _ in parts
+    ]
+    for mid, _, _, _ in again:
+        camera.acked(second, mid, accepted=True)
+    assert len(camera.clip_outbox) == 0 and host.tally.clip_parts_acked == 3  # part 0's repeat ack is no news
+
+
+def test_a_clip_made_offline_waits_and_one_that_does_not_fit_is_dropped_whole() -> None:
+    camera, host = _camera(CameraOptions(clip_outbox_limit=5))
+    assert camera.send_clip("e-clip-3", NOW, [JPEG] * 3, 5.0)  # offline: kept
+    assert not camera.send_clip("e-clip-4", NOW, [JPEG] * 3, 5.0)  # 3 more do not fit in 5
+    assert host.tally.clips_dropped == 1 and len(camera.clip_outbox) == 3
+    parts = _clip_parts(_online(camera))
+    assert [(h.clip_id, h.part) for _, _, h, _ in parts] == [
+        ("e-clip-3", 0),
+        ("e-clip-3", 1),
+        ("e-clip-3", 2),
+    ]

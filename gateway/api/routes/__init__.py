@@ -1,5 +1,5 @@
 """Route modules, one per resource; importing them registers their operations."""
 
-from gateway.api.routes import accounts, alerts, audit, clips, devices, events, health, push
+from gateway.api.routes import accounts, alerts, audit, clips, devices, events, health, plans, push
 
-__all__ = ["accounts", "alerts", "audit", "clips", "devices", "events", "health", "push"]
+__all__ = ["accounts", "alerts", "audit", "clips", "devices", "events", "health", "plans", "push"]

@@ -1,0 +1,173 @@
+"""The clip staging tables (``clip_uploads``, ``clip_parts``): where a clip's parts wait for the rest of
+their clip, what a dropped clip leaves behind (its decision, no bytes), and the clean-up of uploads that
+never completed. Used by ``gateway.services.clips``; statements only, no decisions."""
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import bindparam, delete, func, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from gateway import metrics
+from gateway.adapters.db.dialect import insert_ignore
+from gateway.adapters.db.tables import clip_parts, clip_uploads, clips, devices
+from gateway.domain.clips import ClipDrop
+from gateway.services.ingest import record_dead_letter
+from gateway.wire import ClipHeader, clip_topic
+
+log = logging.getLogger(__name__)
+
+RECEIVING = "receiving"
+DROPPED = "dropped"
+_BATCH = 200
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A clip being received."""
+
+    id: str
+    account_id: str
+    created_at: datetime  # when its first part arrived
+    header: ClipHeader  # the first part's: what every later part must match
+
+
+# The clip's state for one part, in one query: the camera, its stored clip, its upload in progress.
+_STATE_QUERY = (
+    select(
+        devices.c.id,
+        clips.c.id.label("stored"),
+        clip_uploads.c.id.label("upload_id"),
+        clip_uploads.c.account_id,
+        clip_uploads.c.status,
+        clip_uploads.c.header,
+        clip_uploads.c.created_at,
+    )
+    .select_from(
+        devices.outerjoin(
+            clips,
+            (clips.c.device_id == devices.c.id) & (clips.c.camera_clip_id == bindparam("clip_id")),
+        ).outerjoin(
+            clip_uploads,
+            (clip_uploads.c.device_id == devices.c.id)
+            & (clip_uploads.c.camera_clip_id == bindparam("clip_id")),
+        )
+    )
+    .where(devices.c.serial == bindparam("serial"))
+)
+
+
+@dataclass(frozen=True)
+class ClipState:
+    """What one part finds: whether its clip is stored, and its upload in progress (and that one's status)."""
+
+    stored: bool
+    upload: Upload | None
+    status: str | None
+
+
+async def clip_state(conn: AsyncConnection, serial: str, clip_id: str) -> ClipState | None:
+    """The state of a camera's clip ``clip_id`` in one query; None for an unknown serial."""
+    row = (await conn.execute(_STATE_QUERY, {"serial": serial, "clip_id": clip_id})).first()
+    if row is None:
+        return None
+    upload = None
+    if row.upload_id is not None:
+        upload = Upload(row.upload_id, row.account_id, row.created_at, ClipHeader.model_validate(row.header))
+    return ClipState(row.stored is not None, upload, row.status)
+
+
+async def hold(conn: AsyncConnection, upload_id: str) -> bool:
+    """Locks a receiving upload for this transaction; False when it is dropped or gone.
+
+    An update, not a read: it locks the row on PostgreSQL and takes the write lock on SQLite, so parts of
+    one clip stage one at a time and a drop or clean-up of the upload cannot interleave with them.
+    """
+    touched = await conn.execute(
+        update(clip_uploads)
+        .where(clip_uploads.c.id == upload_id, clip_uploads.c.status == RECEIVING)
+        .values(status=RECEIVING)
+    )
+    return bool(touched.rowcount)
+
+
+async def stage(conn: AsyncConnection, upload_id: str, part: int, data: bytes) -> tuple[int, int]:
+    """Keeps a part (a redelivered part is a no-op); returns the upload's staged parts and bytes."""
+    await insert_ignore(
+        conn, clip_parts, {"upload_id": upload_id, "part": part, "data": data}, ("upload_id", "part")
+    )
+    size = func.coalesce(func.sum(func.length(clip_parts.c.data)), 0)
+    query = select(func.count(), size).where(clip_parts.c.upload_id == upload_id)
+    count, total = (await conn.execute(query)).one()
+    return int(count), int(total)
+
+
+async def staged_parts(conn: AsyncConnection, upload_id: str) -> list[bytes]:
+    """The upload's parts, in part order."""
+    query = select(clip_parts.c.data).where(clip_parts.c.upload_id == upload_id).order_by(clip_parts.c.part)
+    return [bytes(r.data) for r in await conn.execute(query)]
+
+
+async def drop(conn: AsyncConnection, upload_id: str, reason: ClipDrop) -> bool:
+    """Marks a receiving upload dropped and deletes its parts; False when it was not receiving (stored
+    or dropped meanwhile). The row stays until the clean-up, so late parts are dropped unread."""
+    changed = await conn.execute(
+        update(clip_uploads)
+        .where(clip_uploads.c.id == upload_id, clip_uploads.c.status == RECEIVING)
+        .values(status=DROPPED, reason=reason.value)
+    )
+    await conn.execute(delete(clip_parts).where(clip_parts.c.upload_id == upload_id))
+    return bool(changed.rowcount)
+
+
+async def finish(conn: AsyncConnection, upload_id: str) -> None:
+    """Deletes a stored clip's staging. The upload row first, like every writer here: it is the lock a
+    staging part holds, so taking it before the parts' rows leaves no order to deadlock on. The parts are
+    deleted explicitly because SQLite may run without cascading deletes."""
+    await conn.execute(delete(clip_uploads).where(clip_uploads.c.id == upload_id))
+    await conn.execute(delete(clip_parts).where(clip_parts.c.upload_id == upload_id))
+
+
+def count_drop(serial: str, clip_id: str, reason: ClipDrop) -> None:
+    """Counts and logs a clip that is not stored (once per clip)."""
+    metrics.CLIPS_DROPPED.labels(reason.value).inc()
+    log.info("clip %s of %s dropped: %s", clip_id, serial, reason.value)
+
+
+async def abandon_stale(engine: AsyncEngine, now: datetime, cutoff: datetime, timeout_s: float) -> int:
+    """Removes uploads whose first part arrived before ``cutoff``: incomplete ones are dead-lettered
+    (``clip_incomplete``) and counted, dropped ones forgotten. Returns how many were removed; safe to run
+    on several instances at once (each upload is removed, and reported, by one)."""
+    staged = select(func.count()).where(clip_parts.c.upload_id == clip_uploads.c.id).scalar_subquery()
+    query = (
+        select(clip_uploads, devices.c.serial, staged.label("staged"))
+        .select_from(clip_uploads.outerjoin(devices, devices.c.id == clip_uploads.c.device_id))
+        .where(clip_uploads.c.created_at < cutoff)
+        .order_by(clip_uploads.c.created_at)
+        .limit(_BATCH)
+    )
+    removed = 0
+    while True:
+        async with engine.connect() as conn:
+            batch = (await conn.execute(query)).all()
+        if not batch:
+            return removed
+        for row in batch:
+            serial = row.serial or ""
+            incomplete = row.status == RECEIVING
+            async with engine.begin() as conn:
+                # The upload first: a part staging into it holds its row, so this waits for that part.
+                gone = bool(
+                    (await conn.execute(delete(clip_uploads).where(clip_uploads.c.id == row.id))).rowcount
+                )
+                await conn.execute(delete(clip_parts).where(clip_parts.c.upload_id == row.id))
+                if gone and incomplete:
+                    detail = f"{row.staged} of {row.header.get('parts', '?')} parts after {timeout_s:g} s"
+                    topic = clip_topic(serial, row.camera_clip_id) if serial else ""
+                    await record_dead_letter(
+                        conn, now, topic, serial, "clip_incomplete", detail, b"", header=row.header
+                    )
+            if gone and incomplete:
+                count_drop(serial, row.camera_clip_id, ClipDrop.INCOMPLETE)
+            removed += int(gone)
