@@ -14,6 +14,9 @@ from gateway.services.consumer import Consumer
 log = logging.getLogger(__name__)
 
 
+CleanupContext = Callable[[web.Application], AsyncIterator[None]]
+
+
 async def run_periodically(name: str, interval_s: float, job: Callable[[], Awaitable[None]]) -> None:
     """Runs ``job`` every ``interval_s`` seconds, the first time one interval after start (start-up stays
     quick); a failure is logged and retried next time."""
@@ -25,8 +28,21 @@ async def run_periodically(name: str, interval_s: float, job: Callable[[], Await
             log.exception("background job %s failed; retrying in %.0f s", name, interval_s)
 
 
-def housekeeping(services: Services) -> Callable[[web.Application], AsyncIterator[None]]:
-    """A cleanup context running the periodic housekeeping jobs."""
+def periodic(name: str, interval_s: float, job: Callable[[], Awaitable[None]]) -> CleanupContext:
+    """A cleanup context running ``job`` every ``interval_s`` seconds while the app runs; cancelled with
+    it (what the jobs below do is idempotent or leased, so a cancelled run is finished by a later one)."""
+
+    async def context(_app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(run_periodically(name, interval_s, job))
+        yield
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    return context
+
+
+def housekeeping(services: Services) -> CleanupContext:
+    """A cleanup context pruning expired throttle entries every ten minutes."""
     windows = services.settings.throttle
     longest = max(
         w[1]
@@ -45,16 +61,10 @@ def housekeeping(services: Services) -> Callable[[web.Application], AsyncIterato
         if removed:
             log.info("pruned %d expired throttle entries", removed)
 
-    async def context(_app: web.Application) -> AsyncIterator[None]:
-        task = asyncio.create_task(run_periodically("prune_throttle", 600, prune_throttle))
-        yield
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-
-    return context
+    return periodic("prune_throttle", 600, prune_throttle)
 
 
-def ingest(services: Services) -> Callable[[web.Application], AsyncIterator[None]]:
+def ingest(services: Services) -> CleanupContext:
     """A cleanup context running the MQTT session and the ingest consumer."""
 
     async def context(_app: web.Application) -> AsyncIterator[None]:
@@ -74,7 +84,7 @@ def ingest(services: Services) -> Callable[[web.Application], AsyncIterator[None
     return context
 
 
-def push_dispatcher(services: Services) -> Callable[[web.Application], AsyncIterator[None]]:
+def push_dispatcher(services: Services) -> CleanupContext:
     """A cleanup context running this instance's push outbox dispatcher."""
     # Long enough for the deliveries in flight to finish, so a clean stop leaves no lease behind.
     grace_s = 2 * services.settings.push.timeout_s + 1
@@ -96,23 +106,17 @@ def push_dispatcher(services: Services) -> Callable[[web.Application], AsyncIter
 RENEWALS_INTERVAL_S = 3600  # hourly; periods are renewed RENEW_AHEAD (2 h) before they end
 
 
-def renewals(services: Services) -> Callable[[web.Application], AsyncIterator[None]]:
+def renewals(services: Services) -> CleanupContext:
     """A cleanup context renewing due monthly plans every hour (several instances may run it: each
     renewal is claimed by a conditional update, so it is charged once)."""
 
     async def renew() -> None:
         await services.plans.renew_due()
 
-    async def context(_app: web.Application) -> AsyncIterator[None]:
-        task = asyncio.create_task(run_periodically("renewals", RENEWALS_INTERVAL_S, renew))
-        yield
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-
-    return context
+    return periodic("renewals", RENEWALS_INTERVAL_S, renew)
 
 
-def clip_cleanup(services: Services) -> Callable[[web.Application], AsyncIterator[None]]:
+def clip_cleanup(services: Services) -> CleanupContext:
     """A cleanup context abandoning clip uploads that stayed incomplete past ``clips.upload_timeout_s``
     (and forgetting dropped ones), checked a few times per timeout so none lingers much longer."""
     interval_s = min(60.0, max(1.0, services.settings.clips.upload_timeout_s / 4))
@@ -122,19 +126,13 @@ def clip_cleanup(services: Services) -> Callable[[web.Application], AsyncIterato
         if removed:
             log.info("removed %d stale clip uploads", removed)
 
-    async def context(_app: web.Application) -> AsyncIterator[None]:
-        task = asyncio.create_task(run_periodically("clip_cleanup", interval_s, abandon))
-        yield
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-
-    return context
+    return periodic("clip_cleanup", interval_s, abandon)
 
 
 RECONCILE_EVERY = 12  # sweeps between reconciliations: a full listing of every store is the costly part
 
 
-def sweeper(services: Services) -> Callable[[web.Application], AsyncIterator[None]]:
+def sweeper(services: Services) -> CleanupContext:
     """A cleanup context running the retention sweep every ``sweep.interval_s`` (when ``sweep.enabled``),
     and every ``RECONCILE_EVERY`` sweeps a reconciliation of each region (stale uploads included).
     Several instances may run it: sweepers claim records, and one instance at a time reconciles a region."""
@@ -153,13 +151,8 @@ def sweeper(services: Services) -> Callable[[web.Application], AsyncIterator[Non
                 if reconciled.changed or not reconciled.ok:
                     log.info("%s", reconciled.summary())
 
-    async def context(_app: web.Application) -> AsyncIterator[None]:
-        if not settings.enabled:
-            yield
-            return
-        task = asyncio.create_task(run_periodically("retention_sweep", settings.interval_s, sweep))
+    async def idle(_app: web.Application) -> AsyncIterator[None]:
         yield
-        task.cancel()  # claims in progress run out after sweep.lease_s and are taken again next time
-        await asyncio.gather(task, return_exceptions=True)
 
-    return context
+    # A cancelled sweep's claims run out after sweep.lease_s and are taken again next time.
+    return periodic("retention_sweep", settings.interval_s, sweep) if settings.enabled else idle
