@@ -115,14 +115,14 @@ class MotoServer:
         assert self._process is not None
         return self._process.pid
 
+    def command(self) -> list[str]:
+        """The server's command line."""
+        return [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)]
+
     def start(self, timeout_s: float = 20.0) -> None:
         """Starts the server and returns once it answers HTTP."""
         with self._log_path.open("ab") as log:
-            self._process = subprocess.Popen(  # noqa: S603 - our own interpreter and moto's module
-                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-                stdout=log,
-                stderr=log,
-            )
+            self._process = subprocess.Popen(self.command(), stdout=log, stderr=log)  # noqa: S603 - our own
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._process.poll() is not None:

@@ -12,8 +12,6 @@ seconds, and the objects are the same ``FakeKey`` entries a PutObject would have
 """
 
 import argparse
-import http.client
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -30,27 +28,21 @@ class SeededMotoServer(MotoServer):
         super().__init__(log_path)
         self._manifest = manifest
 
+    def command(self) -> list[str]:
+        """This module's command line: seed from the manifest, then serve."""
+        return [
+            sys.executable,
+            "-m",
+            "bench._seeded_moto",
+            "--port",
+            str(self.port),
+            "--manifest",
+            str(self._manifest),
+        ]
+
     def start(self, timeout_s: float = 300.0) -> None:
-        """Starts the server and returns once it has seeded and answers HTTP."""
-        command = [sys.executable, "-m", "bench._seeded_moto", "--port", str(self.port)]
-        with self._log_path.open("ab") as log:
-            self._process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-                [*command, "--manifest", str(self._manifest)], stdout=log, stderr=log
-            )
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                raise RuntimeError(f"the seeded moto server exited at start; see {self._log_path}")
-            connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=1)
-            try:
-                connection.request("GET", "/moto-api/")
-                connection.getresponse().read()
-                return
-            except (ConnectionError, TimeoutError, http.client.HTTPException):
-                time.sleep(0.1)
-            finally:
-                connection.close()
-        raise RuntimeError(f"the seeded moto server did not answer within {timeout_s} s")
+        """Starts the server and returns once it has seeded and answers HTTP (seeding takes a while)."""
+        super().start(timeout_s)
 
 
 def seed(manifest: Path) -> int:
