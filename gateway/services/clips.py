@@ -141,6 +141,7 @@ class ClipIngest:
             "reason": None if drop is None else drop.value,
             "header": header.model_dump(mode="json"),
             "created_at": now,
+            "updated_at": now,
         }
         async with self._db.begin() as conn:
             created = await insert_ignore(conn, clip_uploads, values, ("device_id", "camera_clip_id"))

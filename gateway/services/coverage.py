@@ -132,7 +132,9 @@ async def usage(conn: AsyncConnection, account_id: str) -> Usage:
     mine = clips.c.account_id == account_id
     query = select(
         select(func.count()).where(snaps).scalar_subquery(),
-        select(func.coalesce(func.sum(events.c.snapshot_bytes), 0)).where(snaps).scalar_subquery(),
+        select(func.coalesce(func.sum(events.c.snapshot_bytes + events.c.thumbnail_bytes), 0))
+        .where(snaps)
+        .scalar_subquery(),
         select(func.count()).where(mine).scalar_subquery(),
         select(func.coalesce(func.sum(clips.c.bytes), 0)).where(mine).scalar_subquery(),
     )

@@ -263,6 +263,7 @@ class IngestService:
                     "snapshot_key": snap_key,
                     "thumbnail_key": thumb_key,
                     "snapshot_bytes": len(body),
+                    "thumbnail_bytes": len(snap.thumbnail),
                     "width": snap.width,
                     "height": snap.height,
                     "retain_until": min(captured, now) + target.retention.snapshot_period,

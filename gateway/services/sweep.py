@@ -137,7 +137,7 @@ class Sweeper:
                 events.c.account_id,
                 func.count(),
                 func.sum(nonempty[0] + nonempty[1]),
-                func.sum(events.c.snapshot_bytes),
+                func.sum(events.c.snapshot_bytes + events.c.thumbnail_bytes),
             ).where(*self._due(events, now, region, claimable=False)),
             select(
                 clips.c.account_id,
@@ -223,7 +223,11 @@ class Sweeper:
         # takes further rows. The UPDATE re-checks `due`, so of two racing sweepers one gets a row.
         chosen = candidates.cte(f"expired_{table.name}")
         if table is events:
-            returned = [events.c.snapshot_key, events.c.thumbnail_key, events.c.snapshot_bytes]
+            returned = [
+                events.c.snapshot_key,
+                events.c.thumbnail_key,
+                (events.c.snapshot_bytes + events.c.thumbnail_bytes).label("bytes"),
+            ]
         else:
             returned = [clips.c.key, clips.c.bytes]
         claim = (

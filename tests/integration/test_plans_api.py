@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestClient
 from sqlalchemy import func, select
 
 from device_sim.registry import SimDevice
-from gateway.adapters.db.tables import audit_log, payments, subscriptions, trial_claims
+from gateway.adapters.db.tables import audit_log, events, payments, subscriptions, trial_claims
 from gateway.adapters.payments import PaymentDeclined
 from gateway.bootstrap import Services
 from gateway.config import Settings
@@ -394,11 +394,13 @@ async def test_usage_counts_snapshots_and_clips_against_the_quota(
     (event,) = (await (await client.get("/v1/events", headers=auth(token))).json())["items"]
     await seed_clip(services, me["id"], first, data=b"x" * 12345)
     usage = await (await client.get("/v1/storage/usage", headers=auth(token))).json()
-    assert (
-        usage["snapshots"] == {"count": 1, "bytes": event["snapshot_bytes"]} and event["snapshot_bytes"] > 0
-    )
+    async with services.engine.connect() as conn:
+        thumbnail = (await conn.execute(select(events.c.thumbnail_bytes))).scalar_one()
+    assert 0 < thumbnail < event["snapshot_bytes"]
+    # The snapshot and its thumbnail are both stored, and both count.
+    assert usage["snapshots"] == {"count": 1, "bytes": event["snapshot_bytes"] + thumbnail}
     assert usage["clips"] == {"count": 1, "bytes": 12345}
-    assert usage["used_bytes"] == event["snapshot_bytes"] + 12345
+    assert usage["used_bytes"] == event["snapshot_bytes"] + thumbnail + 12345
     assert usage["quota_bytes"] == (4096 + 512) * mb  # the trial device's quota plus the free one's
     other = await new_user(client, mailbox, "other@example.com")
     theirs = await (await client.get("/v1/storage/usage", headers=auth(other))).json()

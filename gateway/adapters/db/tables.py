@@ -197,6 +197,7 @@ events = Table(
     Column("snapshot_key", String(300), nullable=False),
     Column("thumbnail_key", String(300), nullable=False),
     Column("snapshot_bytes", Integer, nullable=False),
+    Column("thumbnail_bytes", Integer, nullable=False, server_default="0"),
     Column("width", Integer, nullable=False),
     Column("height", Integer, nullable=False),
     # Fixed at capture from the plan in force then (issue 4); the sweep deletes the row and its objects after.
@@ -351,6 +352,7 @@ clip_uploads = Table(
     Column("reason", String(64)),  # why it was dropped
     Column("header", JSON, nullable=False),  # the first part's header: what every later part must match
     Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),  # the last part staged: timeouts count from it
     UniqueConstraint("device_id", "camera_clip_id", name="uq_clip_uploads_device_camera_clip"),
     Index("ix_clip_uploads_created_at", "created_at"),
 )
@@ -366,7 +368,7 @@ clip_parts = Table(
 job_leases = Table(
     "job_leases",
     metadata,
-    # Singleton jobs across instances (reconciliation of a store, renewals): one holder at a time.
+    # Singleton jobs across instances (reconciliation of a region): one holder at a time.
     Column("name", String(64), primary_key=True),
     Column("holder", String(64), nullable=False),
     Column("expires_at", UtcDateTime, nullable=False),

@@ -16,6 +16,7 @@ from alembic import op
 from gateway.adapters.db.tables import UtcDateTime
 
 LEGACY_SNAPSHOT_DAYS = 3
+BACKFILL_BATCH = 5000
 
 
 revision = "0004"
@@ -76,6 +77,7 @@ def upgrade() -> None:
         sa.Column("reason", sa.String(length=64), nullable=True),
         sa.Column("header", sa.JSON(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["device_id"], ["devices.id"], name=op.f("fk_clip_uploads_device_id_devices"), ondelete="CASCADE"
         ),
@@ -174,6 +176,7 @@ def upgrade() -> None:
         batch_op.alter_column("retain_until", existing_type=sa.DateTime(timezone=True), nullable=False)
         batch_op.add_column(sa.Column("claimed_by", sa.String(length=64), nullable=True))
         batch_op.add_column(sa.Column("claimed_until", sa.DateTime(timezone=True), nullable=True))
+        batch_op.add_column(sa.Column("thumbnail_bytes", sa.Integer(), server_default="0", nullable=False))
         batch_op.create_index("ix_events_retain_until", ["retain_until"], unique=False)
 
 
@@ -186,17 +189,21 @@ def _backfill_retain_until() -> None:
         sa.column("retain_until", UtcDateTime),
     )
     conn = op.get_bind()
-    rows = conn.execute(sa.select(events.c.id, events.c.captured_at)).all()
-    for row in rows:
-        conn.execute(
-            events.update()
-            .where(events.c.id == row.id)
-            .values(retain_until=row.captured_at + timedelta(days=LEGACY_SNAPSHOT_DAYS))
-        )
+    update = (
+        events.update()
+        .where(events.c.id == sa.bindparam("event_id"))
+        .values(retain_until=sa.bindparam("until"))
+    )
+    kept = timedelta(days=LEGACY_SNAPSHOT_DAYS)
+    rows = conn.execute(sa.select(events.c.id, events.c.captured_at)).yield_per(BACKFILL_BATCH)
+    for batch in rows.partitions():
+        # One executemany per batch: a large events table takes seconds, not a round trip per row.
+        conn.execute(update, [{"event_id": r.id, "until": r.captured_at + kept} for r in batch])
 
 
 def downgrade() -> None:
     with op.batch_alter_table("events", schema=None) as batch_op:
+        batch_op.drop_column("thumbnail_bytes")
         batch_op.drop_index("ix_events_retain_until")
         batch_op.drop_column("claimed_until")
         batch_op.drop_column("claimed_by")
