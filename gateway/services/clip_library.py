@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import and_, delete, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from gateway.adapters.db.tables import clips
+from gateway.adapters.db.tables import clips, devices
 from gateway.domain.plans import Catalogue
 from gateway.errors import NotFound, PaymentRequired, Unavailable
 from gateway.ports import Clock
@@ -87,8 +87,10 @@ class ClipLibrary:
                 or_(clips.c.captured_at < at, and_(clips.c.captured_at == at, clips.c.id < last_id))
             )
         async with self._db.connect() as conn:
-            if device_id is not None and not await self._allowed(conn, account_id, device_id):
-                raise _inactive(device_id)
+            if device_id is not None:
+                await self._device_of(conn, account_id, device_id)
+                if not await self._allowed(conn, account_id, device_id):
+                    raise _inactive(device_id)
             devices = (
                 await conn.execute(
                     select(clips.c.device_id).where(clips.c.account_id == account_id).distinct()
@@ -149,6 +151,23 @@ class ClipLibrary:
         if row is None:
             raise NotFound("clip_not_found", "no such clip")
         return _clip(row)
+
+    async def _device_of(self, conn: AsyncConnection, account_id: str, device_id: str) -> None:
+        # A device is the account's to ask about when it owns it now or has clips of it (kept until
+        # swept after an unbind); anything else answers as if it did not exist.
+        owned = await conn.scalar(
+            select(devices.c.id).where(devices.c.id == device_id, devices.c.owner_account_id == account_id)
+        )
+        if (
+            owned is None
+            and await conn.scalar(
+                select(clips.c.id)
+                .where(clips.c.device_id == device_id, clips.c.account_id == account_id)
+                .limit(1)
+            )
+            is None
+        ):
+            raise NotFound("device_not_found", "no such device")
 
     async def _allowed(self, conn: AsyncConnection, account_id: str, device_id: str) -> bool:
         # The plan must be in force now and include video; clips captured under it stay until swept.

@@ -113,3 +113,11 @@ async def test_on_s3_the_video_is_a_short_lived_presigned_link(
         assert link.startswith(f"{s3_bucket.endpoint_url}/{s3_bucket.name}/") and "X-Amz-Expires=300" in link
         async with aiohttp.ClientSession() as http, http.get(link) as got:
             assert got.status == 200 and await got.read() == VIDEO
+
+
+async def test_an_unknown_device_filter_answers_404(
+    client: TestClient, mailbox: Path, fleet: list[SimDevice]
+) -> None:
+    token, _, _ = await owner_with_device(client, mailbox, fleet[0])
+    resp = await client.get("/v1/clips?device_id=no-such-device", headers=auth(token))
+    assert resp.status == 404 and (await resp.json())["code"] == "device_not_found"

@@ -90,6 +90,10 @@ async def test_second_account_sees_nothing_of_the_first(
             params = re.findall(r"{(\w+)}", path)
             assert set(params) <= ids.keys(), f"no id of the first account for {params} in {path}: extend ids"
             url = path.format(**ids)
+            # Ids in query filters too: answered with 404, or with an empty list.
+            filters = [p["name"] for p in op.get("parameters", []) if p["in"] == "query" and p["name"] in ids]
+            if filters:
+                url += "?" + "&".join(f"{name}={ids[name]}" for name in filters)
             body = None
             if "requestBody" in op:
                 name = op["requestBody"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
@@ -100,6 +104,9 @@ async def test_second_account_sees_nothing_of_the_first(
             walked += 1
             if params:
                 assert resp.status == 404, f"{method.upper()} {url} answered {resp.status}: {text}"
+            elif filters:
+                empty = resp.status == 200 and (await resp.json())["items"] == []
+                assert resp.status == 404 or empty, f"{method.upper()} {url} answered {resp.status}: {text}"
             for secret in secrets_of_alice:
                 assert secret not in text, f"{method.upper()} {url} leaked {secret!r}"
 
