@@ -37,7 +37,7 @@ async def problems(request: web.Request, handler: Handler) -> web.StreamResponse
     try:
         return await handler(request)
     except ClientError as exc:
-        headers = {}
+        headers = dict(exc.extra.get("headers") or {})  # e.g. Content-Range on a 416
         retry_after = exc.retry_after if isinstance(exc, RetryLater) else None
         if retry_after is not None:
             headers["Retry-After"] = str(retry_after)

@@ -92,6 +92,7 @@ async def test_video_ranges_for_seeking_in_a_browser(
     assert await open_ended.read() == VIDEO[10000:]
     beyond = await client.get(url, headers={**auth(token), "Range": f"bytes={len(VIDEO)}-"})
     assert beyond.status == 416 and (await beyond.json())["code"] == "range_not_satisfiable"
+    assert beyond.headers["Content-Range"] == f"bytes */{len(VIDEO)}"
 
 
 async def test_on_s3_the_video_is_a_short_lived_presigned_link(

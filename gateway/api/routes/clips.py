@@ -100,6 +100,10 @@ def _ranged(request: web.Request, data: bytes, content_type: str) -> web.Respons
     else:  # a suffix range: the last N bytes
         start, end = max(0, size - int(last)), size - 1
     if start >= size or start > end:
-        raise RangeNotSatisfiable("range_not_satisfiable", f"the clip has {size} bytes", size=size)
+        raise RangeNotSatisfiable(
+            "range_not_satisfiable",
+            f"the clip has {size} bytes",
+            headers={"Content-Range": f"bytes */{size}"},
+        )
     headers["Content-Range"] = f"bytes {start}-{end}/{size}"
     return web.Response(status=206, body=data[start : end + 1], content_type=content_type, headers=headers)
