@@ -11,8 +11,9 @@ One run, in a temp folder:
 2. The sweep's records in a database (SQLite in the temp folder, or ``--database-url``): accounts,
    devices, events with their push outbox rows, clips, all expired.
 3. **Raw DeleteObjects**: the first bucket's keys deleted straight through boto3 (the client camgate
-   builds, ``storage.s3.build_client``), 1,000 keys a request, one request at a time; half of them
-   before the sweep and half after, so a drift in the machine's load weighs on both figures alike.
+   builds, ``storage.s3.build_client``), 1,000 keys a request, as many requests in flight as the sweep
+   keeps (``LANES``); half of them before the sweep and half after, so a drift in the machine's load
+   weighs on both figures alike.
 4. **camgate sweep**: ``Sweeper.run`` on the second bucket and the records, as ``camgate sweep`` runs it.
 
 Both rates are keys per second; the target is sweep ≥ 0.8 x raw. Figures depend on the machine and on
@@ -27,6 +28,7 @@ import shutil
 import tempfile
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -42,7 +44,7 @@ from gateway.adapters.clock import SystemClock
 from gateway.adapters.db.tables import accounts, clips, devices, events, push_outbox
 from gateway.bootstrap import Services, build
 from gateway.config import load_settings
-from gateway.services.sweep import Sweeper
+from gateway.services.sweep import LANES, Sweeper
 from storage.keys import clip_key, snapshot_key, thumbnail_key
 from storage.s3 import DELETE_BATCH, build_client
 from storage.settings import S3StoreSettings
@@ -183,16 +185,22 @@ async def insert_records(services: Services, data: Dataset) -> None:
                 await conn.execute(insert(table), rows[start : start + ROWS_PER_INSERT])
 
 
-def raw_delete(store: S3StoreSettings, keys: list[str]) -> float:
-    """Seconds to delete ``keys`` with DeleteObjects, 1,000 a request, one request at a time."""
-    client = build_client(store)
+def raw_delete(store: S3StoreSettings, keys: list[str], in_flight: int = LANES) -> float:
+    """Seconds to delete ``keys`` with DeleteObjects, 1,000 a request, ``in_flight`` requests at a time:
+    as many as the sweep keeps going, so the raw figure is the store's ceiling at that concurrency."""
+    client = build_client(store)  # boto3 clients are thread-safe; its pool is sized for the threads
+
+    def delete(batch: list[str]) -> None:
+        objects: Any = [{"Key": k} for k in batch]
+        answer = client.delete_objects(Bucket=store.bucket, Delete={"Objects": objects, "Quiet": True})
+        if answer.get("Errors"):
+            raise RuntimeError(f"raw DeleteObjects failed: {answer['Errors'][:3]}")
+
+    batches = [keys[start : start + DELETE_BATCH] for start in range(0, len(keys), DELETE_BATCH)]
     try:
         started = time.perf_counter()
-        for start in range(0, len(keys), DELETE_BATCH):
-            batch: Any = [{"Key": k} for k in keys[start : start + DELETE_BATCH]]
-            answer = client.delete_objects(Bucket=store.bucket, Delete={"Objects": batch, "Quiet": True})
-            if answer.get("Errors"):
-                raise RuntimeError(f"raw DeleteObjects failed: {answer['Errors'][:3]}")
+        with ThreadPoolExecutor(in_flight) as pool:
+            list(pool.map(delete, batches))
         return time.perf_counter() - started
     finally:
         client.close()

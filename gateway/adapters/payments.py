@@ -39,22 +39,48 @@ def _check(amount: Money) -> None:
 
 
 class LedgerProvider:
-    """The "no real payment network" provider: every charge and refund is accepted."""
+    """The "no real payment network" provider: every charge and refund is accepted.
+
+    Idempotent on ``reference``, like a real provider's idempotency key (a card network's
+    ``Idempotency-Key`` header or request id): a charge or refund repeated with a reference already seen
+    returns the first receipt and moves no money again. This stand-in remembers references in memory
+    (for the life of the process); a real provider keeps them on its side for days.
+    """
 
     name = "ledger"
 
+    def __init__(self) -> None:
+        self._seen: dict[tuple[str, str], tuple[Money, Receipt]] = {}
+
     async def charge(self, account_id: str, amount: Money, reference: str, description: str) -> Receipt:
-        """Accepts the charge; the reference is a fresh ``ledger-<uuid>``."""
-        _check(amount)
-        receipt = Receipt(self.name, f"ledger-{uuid.uuid4()}")
-        log.info("ledger charge %s for %s (%s): %s", amount, reference, description, receipt.provider_ref)
-        return receipt
+        """Accepts the charge; the reference is a fresh ``ledger-<uuid>`` (the first one for a repeat)."""
+        return self._once("charge", account_id, amount, reference, f"({description})")
 
     async def refund(self, account_id: str, amount: Money, reference: str, original_ref: str) -> Receipt:
-        """Accepts the refund; the reference is a fresh ``ledger-<uuid>``."""
+        """Accepts the refund; the reference is a fresh ``ledger-<uuid>`` (the first one for a repeat)."""
+        return self._once("refund", account_id, amount, reference, f"of {original_ref}")
+
+    def _once(self, kind: str, account_id: str, amount: Money, reference: str, about: str) -> Receipt:
         _check(amount)
+        seen = self._seen.get((kind, reference))
+        if seen is not None:
+            first_amount, receipt = seen
+            if first_amount != amount:
+                # A real provider refuses a reused key with other parameters; the first outcome stands.
+                log.warning("ledger %s %s repeated with %s, first %s", kind, reference, amount, first_amount)
+            log.info("ledger %s %s repeated: %s", kind, reference, receipt.provider_ref)
+            return receipt
         receipt = Receipt(self.name, f"ledger-{uuid.uuid4()}")
-        log.info("ledger refund %s for %s of %s: %s", amount, reference, original_ref, receipt.provider_ref)
+        self._seen[(kind, reference)] = amount, receipt
+        log.info(
+            "ledger %s %s for %s %s (account %s): %s",
+            kind,
+            amount,
+            reference,
+            about,
+            account_id,
+            receipt.provider_ref,
+        )
         return receipt
 
 

@@ -7,8 +7,9 @@ that bought it (terms 7.1), so after an unbind and a bind elsewhere the new owne
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -72,14 +73,18 @@ def subscription_values(sub: Subscription) -> dict[str, object]:
     }
 
 
-async def device_subscriptions(conn: AsyncConnection, device_id: str, account_id: str) -> list[Subscription]:
-    """Every subscription the account bought for the device, oldest first."""
-    rows = await conn.execute(
+def of_device(account_id: str, device_id: str) -> Select[Any]:
+    """The query of every subscription the account bought for the device, oldest first."""
+    return (
         select(subscriptions)
         .where(subscriptions.c.device_id == device_id, subscriptions.c.account_id == account_id)
         .order_by(subscriptions.c.starts_at, subscriptions.c.created_at)
     )
-    return [subscription_from_row(r) for r in rows]
+
+
+async def device_subscriptions(conn: AsyncConnection, device_id: str, account_id: str) -> list[Subscription]:
+    """Every subscription the account bought for the device, oldest first."""
+    return [subscription_from_row(r) for r in await conn.execute(of_device(account_id, device_id))]
 
 
 @dataclass(frozen=True)

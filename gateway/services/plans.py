@@ -6,17 +6,19 @@ Every charge and refund goes through the ``PaymentProvider`` port and lands in t
 the same transaction as the subscription change it pays for. The provider is called last, after the
 writes that can fail on a constraint, so a refusal (``PaymentDeclined``) rolls everything back; should
 the commit still fail after a charge, the charge is refunded at the provider (nothing was recorded).
+Refund references are deterministic (``refund:<subscription id>``) and providers are idempotent on
+them, so a cancel retried after a failed commit never pays out twice. A purchase retried with the same
+``Idempotency-Key`` gets the first purchase's subscription: the key is the subscription's id (uuid5).
 """
 
 import logging
 import uuid
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, NoReturn
+from typing import NoReturn
 
-from sqlalchemy import Select, insert, select, update
-from sqlalchemy.engine import Row
+from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -25,10 +27,19 @@ from gateway.adapters.db.tables import devices, subscriptions, trial_claims
 from gateway.adapters.payments import PaymentDeclined
 from gateway.domain import plans as rules
 from gateway.domain.plans import Billing, Catalogue, Money, PlanRefused, PlanSpec, Status, Subscription
-from gateway.errors import Conflict, NotFound
+from gateway.errors import InvalidRequest, NotFound
 from gateway.ports import Clock, PaymentProvider, Receipt
-from gateway.services import audit
-from gateway.services.coverage import Usage, quota_bytes, subscription_from_row, subscription_values, usage
+from gateway.services.coverage import Usage, of_device, quota_bytes, subscription_values, usage
+from gateway.services.subscription_rows import (
+    Held,
+    audit_subscription,
+    describe,
+    follow_on,
+    held_from_row,
+    queued_renewal,
+    record_cancel,
+    repeated_purchase,
+)
 
 log = logging.getLogger(__name__)
 
@@ -36,16 +47,10 @@ log = logging.getLogger(__name__)
 # before the old period is over: a device never drops to the free plan between two paid periods.
 RENEW_AHEAD = timedelta(hours=2)
 HISTORY = 50  # subscriptions listed per device (a monthly plan adds one a month)
-_CATCH_UP_ROUNDS = 24  # one period per round: two years of missed runs; any rest, on the next run
-
-
-@dataclass(frozen=True)
-class Held:
-    """A recorded subscription with its id."""
-
-    id: str
-    subscription: Subscription
-    renewal_of: str | None
+# Purchase idempotency keys become subscription ids (uuid5 of account and key): nothing more to store,
+# and the primary key settles two requests with one key racing.
+_KEYS = uuid.UUID("6f1d7c52-8a0e-4c1b-9d55-2f0b5e7a9c11")
+MAX_KEY_LENGTH = 200
 
 
 @dataclass(frozen=True)
@@ -76,25 +81,13 @@ class RenewalReport:
     failed: int = 0  # an unexpected error: retried on the next run
 
 
-def shown_status(sub: Subscription, at: datetime) -> Status:
-    """The status to show at ``at``. A monthly period renewed ahead of its end (``RENEW_AHEAD``) is
-    recorded ENDED but still in force until then: it shows as active, or cancelled if not renewed."""
-    state = rules.status_at(sub, at)
-    if state is Status.ENDED and rules.in_force(sub, at):
-        return Status.ACTIVE if sub.auto_renew else Status.CANCELLED
-    return state
-
-
-def as_decided(sub: Subscription, at: datetime) -> Subscription:
-    """``sub`` as the purchase rules should see it at ``at``: a period recorded ENDED ahead of its end is
-    one that will not renew by itself, like a cancelled one, so a new plan queues behind it."""
-    if sub.status is Status.ENDED and rules.in_force(sub, at):
-        return replace(sub, status=Status.CANCELLED, auto_renew=False)
-    return sub
-
-
-def _held(row: Row[tuple[object, ...]]) -> Held:
-    return Held(row._mapping["id"], subscription_from_row(row), row._mapping["renewal_of"])
+def purchase_id(account_id: str, key: str) -> str:
+    """The subscription id of the account's purchase with idempotency ``key`` (the same for a repeat)."""
+    if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable():
+        raise InvalidRequest(
+            "invalid_idempotency_key", f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} printable characters"
+        )
+    return str(uuid.uuid5(_KEYS, f"{account_id}\n{key}"))
 
 
 class PlanService:
@@ -113,17 +106,32 @@ class PlanService:
         return self._catalogue
 
     async def purchase(
-        self, account_id: str, device_id: str, plan_id: str, billing: Billing, *, address: str = ""
+        self,
+        account_id: str,
+        device_id: str,
+        plan_id: str,
+        billing: Billing,
+        *,
+        address: str = "",
+        idempotency_key: str | None = None,
     ) -> Held:
-        """Buys a plan for one of the account's devices: active now, or queued after its current plans."""
+        """Buys a plan for one of the account's devices: active now, or queued after its current plans.
+        With ``idempotency_key``, a repeat of the account's purchase with that key returns the first one."""
         now = self._clock.now()
-        sub_id = str(uuid.uuid4())
+        keyed = idempotency_key is not None
+        sub_id = (
+            purchase_id(account_id, idempotency_key) if idempotency_key is not None else str(uuid.uuid4())
+        )
         charged: tuple[Money, Receipt] | None = None
         try:
             async with self._db.begin() as conn:
                 await self._lock_device(conn, account_id, device_id)
-                rows = await conn.execute(_of_device(account_id, device_id))
-                existing = [as_decided(_held(r).subscription, now) for r in rows]
+                if keyed and (
+                    first := await repeated_purchase(conn, account_id, sub_id, device_id, plan_id, billing)
+                ):
+                    return first
+                rows = await conn.execute(of_device(account_id, device_id))
+                existing = [held_from_row(r).subscription for r in rows]
                 claim = (
                     await conn.execute(select(trial_claims).where(trial_claims.c.account_id == account_id))
                 ).first()
@@ -153,12 +161,22 @@ class PlanService:
                     )
                 if decided.charge.minor > 0:
                     charged = decided.charge, await self._charge(conn, sub_id, sub, decided.charge, now)
-                await _audit(conn, "plan.purchased", sub_id, sub, now, address=address, charge=decided.charge)
+                await audit_subscription(
+                    conn, "plan.purchased", sub_id, sub, now, address=address, charge=decided.charge
+                )
         except Exception as exc:
             if charged is not None:
                 await self._void(account_id, sub_id, *charged)
-            if isinstance(exc, IntegrityError) and billing is Billing.TRIAL:
-                raise PlanRefused("trial_already_used", "the trial is available once per account") from None
+            if isinstance(exc, IntegrityError):
+                if keyed:  # the same key racing: the other request's purchase is the answer
+                    async with self._db.connect() as conn:
+                        first = await repeated_purchase(conn, account_id, sub_id, device_id, plan_id, billing)
+                    if first is not None:
+                        return first
+                if billing is Billing.TRIAL:
+                    raise PlanRefused(
+                        "trial_already_used", "the trial is available once per account"
+                    ) from None
             raise
         return Held(sub_id, sub, None)
 
@@ -167,10 +185,10 @@ class PlanService:
         now = self._clock.now()
         async with self._db.connect() as conn:
             await self._owned(conn, account_id, device_id)
-            held = [_held(r) for r in await conn.execute(_of_device(account_id, device_id))]
+            held = [held_from_row(r) for r in await conn.execute(of_device(account_id, device_id))]
         current_sub = rules.active_on([h.subscription for h in held], now)
         current = next((h for h in held if h.subscription is current_sub), None)
-        queued = [h for h in held if shown_status(h.subscription, now) is Status.QUEUED]
+        queued = [h for h in held if rules.status_at(h.subscription, now) is Status.QUEUED]
         plan = self._catalogue.plan(current.subscription.plan_id) if current else self._catalogue.free
         return DevicePlans(now, plan, current, queued, held[::-1][:HISTORY])
 
@@ -181,41 +199,56 @@ class PlanService:
 
     async def refund_quote(self, account_id: str, subscription_id: str) -> Quote:
         """What cancelling now would refund and until when access would last; changes nothing."""
-        held = await self.get(account_id, subscription_id)
-        after, refund = rules.cancel(held.subscription, self._clock.now())
+        now = self._clock.now()
+        async with self._db.connect() as conn:
+            held = await self._subscription(conn, account_id, subscription_id)
+            chain = [
+                held_from_row(r)
+                for r in await conn.execute(of_device(account_id, held.subscription.device_id))
+            ]
+        after, refund = rules.cancel(held.subscription, now)
+        renewal = queued_renewal(chain, held.id, now)
+        if renewal is not None:
+            refund = refund + rules.cancel(renewal.subscription, now)[1]
         return Quote(refund, after.status, after.ends_at)
 
     async def cancel(self, account_id: str, subscription_id: str, *, address: str = "") -> tuple[Held, Money]:
-        """Cancels a subscription: no renewal, access to the end of the paid period, refund per the rules."""
+        """Cancels a subscription: no renewal, access to the end of the paid period, refund per the rules.
+        A period already renewed ahead of its end also gets its renewal (not started) refunded in full;
+        plans queued behind a period that now ends earlier (or never starts) move up to follow on."""
         now = self._clock.now()
         async with self._db.begin() as conn:
+            # Serialises with purchases for the device: the device's queue may be re-planned below.
+            await self._lock_device_of(conn, subscription_id)
             held = await self._subscription(conn, account_id, subscription_id)
-            sub = held.subscription
-            after, refund = rules.cancel(sub, now)
-            # Conditional on what was read: of two cancels (or a cancel and a renewal) one wins.
-            won = await conn.execute(
-                update(subscriptions)
-                .where(subscriptions.c.id == held.id, subscriptions.c.status == sub.status.value)
-                .values(status=after.status.value, ends_at=after.ends_at, auto_renew=False, updated_at=now)
+            chain = [
+                held_from_row(r)
+                for r in await conn.execute(of_device(account_id, held.subscription.device_id))
+            ]
+            after, refund = rules.cancel(held.subscription, now)
+            await record_cancel(conn, held, after, now)
+            await self._refund(conn, held, refund, now)
+            await audit_subscription(
+                conn, "plan.cancelled", held.id, after, now, address=address, refund=refund
             )
-            if won.rowcount != 1:
-                raise Conflict("subscription_changed", "the subscription changed meanwhile; read it again")
-            if refund.minor > 0:
-                original = await ledger.charge_ref(conn, held.id)
-                receipt = await self._payments.refund(account_id, refund, held.id, original)
-                what = f"refund: {_description(self._catalogue, sub)}"
-                await ledger.record(
+            total = refund
+            renewal = queued_renewal(chain, held.id, now)
+            if renewal is not None:
+                renewal_after, renewal_refund = rules.cancel(renewal.subscription, now)
+                await record_cancel(conn, renewal, renewal_after, now)
+                await self._refund(conn, renewal, renewal_refund, now)
+                await audit_subscription(
                     conn,
-                    "refund",
-                    account_id=account_id,
-                    subscription_id=held.id,
-                    amount=refund,
-                    receipt=receipt,
-                    description=what,
-                    at=now,
+                    "plan.cancelled",
+                    renewal.id,
+                    renewal_after,
+                    now,
+                    address=address,
+                    refund=renewal_refund,
                 )
-            await _audit(conn, "plan.cancelled", held.id, after, now, address=address, refund=refund)
-        return Held(held.id, after, held.renewal_of), refund
+                total = total + renewal_refund
+            await follow_on(conn, chain, held, after, now)
+        return Held(held.id, after, held.renewal_of), total
 
     async def transfer(self, account_id: str, subscription_id: str, device_id: str) -> NoReturn:
         """Always refused (``plan_not_transferable``), once both ids are known to be the account's."""
@@ -233,36 +266,33 @@ class PlanService:
 
     async def renew_due(self) -> RenewalReport:
         """Renews every monthly period ending within ``RENEW_AHEAD``: charges the next period and records
-        it, or ends the subscription when the provider declines. Safe with several instances running."""
-        counts: Counter[str] = Counter()
-        failed: set[str] = set()
-        for _ in range(_CATCH_UP_ROUNDS):
-            now = self._clock.now()
-            query = (
-                select(subscriptions, devices.c.owner_account_id)
-                .join(devices, devices.c.id == subscriptions.c.device_id)
-                .where(
-                    subscriptions.c.billing == Billing.MONTHLY.value,
-                    subscriptions.c.auto_renew.is_(True),
-                    subscriptions.c.status.in_([Status.ACTIVE.value, Status.QUEUED.value]),
-                    subscriptions.c.ends_at <= now + RENEW_AHEAD,
-                )
-                .order_by(subscriptions.c.ends_at)
+        it, or ends the subscription when the provider declines. A period that already ended (the job
+        missed it) is not charged for: the next one starts now. Safe with several instances running."""
+        now = self._clock.now()
+        query = (
+            select(subscriptions, devices.c.owner_account_id)
+            .join(devices, devices.c.id == subscriptions.c.device_id)
+            .where(
+                subscriptions.c.billing == Billing.MONTHLY.value,
+                subscriptions.c.auto_renew.is_(True),
+                subscriptions.c.status.in_([Status.ACTIVE.value, Status.QUEUED.value]),
+                subscriptions.c.ends_at <= now + RENEW_AHEAD,
             )
-            async with self._db.connect() as conn:
-                rows = [r for r in await conn.execute(query) if r.id not in failed]
-            if not rows:
-                break
-            for row in rows:
-                held = _held(row)
-                (renewal,) = rules.renew_due([held.subscription], now + RENEW_AHEAD)
-                try:
-                    outcome = await self._renew(held, renewal, row.owner_account_id == row.account_id, now)
-                except Exception:
-                    log.exception("renewing subscription %s failed; retrying on the next run", held.id)
-                    failed.add(held.id)
-                    outcome = "failed"
-                counts[outcome] += 1
+            .order_by(subscriptions.c.ends_at)
+        )
+        async with self._db.connect() as conn:
+            rows = list(await conn.execute(query))
+        counts: Counter[str] = Counter()
+        for row in rows:
+            held = held_from_row(row)
+            # One renewal per period is enough: the next period ends a month on, never within RENEW_AHEAD.
+            (renewal,) = rules.renew_due([held.subscription], now, ahead=RENEW_AHEAD)
+            try:
+                outcome = await self._renew(held, renewal, row.owner_account_id == row.account_id, now)
+            except Exception:
+                log.exception("renewing subscription %s failed; retrying on the next run", held.id)
+                outcome = "failed"
+            counts[outcome] += 1
         report = RenewalReport(counts["renewed"], counts["declined"], counts["stopped"], counts["failed"])
         if report != RenewalReport():
             log.info("renewals: %s", report)
@@ -274,7 +304,8 @@ class PlanService:
         charged: tuple[Money, Receipt] | None = None
         try:
             async with self._db.begin() as conn:
-                # The conditional UPDATE is the claim: of two instances renewing at once one wins.
+                # The conditional UPDATE is the claim: of two instances renewing at once (or a renewal and
+                # a cancel) one wins. A period renewed ahead keeps its status: it is in force to its end.
                 won = await conn.execute(
                     update(subscriptions)
                     .where(
@@ -282,20 +313,20 @@ class PlanService:
                         subscriptions.c.status == old.status.value,
                         subscriptions.c.auto_renew.is_(True),
                     )
-                    .values(status=Status.ENDED.value, updated_at=now)
+                    .values(status=renewal.ended.status.value, auto_renew=False, updated_at=now)
                 )
                 if won.rowcount != 1:
                     return "lost"
                 if not owned:
                     # The device left the account: a plan is not transferable, so it is not renewed either.
-                    await self._end_without_renewal(conn, held, now, "device_not_owned")
+                    await self._end_without_renewal(conn, held, renewal.ended, now, "device_not_owned")
                     return "stopped"
                 if renewal.charge.minor > 0:
                     try:
                         receipt = await self._charge(conn, next_id, renewal.next, renewal.charge, now)
                     except PaymentDeclined as exc:
                         log.warning("renewal of subscription %s declined: %s", held.id, exc.detail)
-                        await self._end_without_renewal(conn, held, now, "payment_declined")
+                        await self._end_without_renewal(conn, held, renewal.ended, now, "payment_declined")
                         return "declined"
                     charged = renewal.charge, receipt
                 values = subscription_values(renewal.next)
@@ -304,6 +335,23 @@ class PlanService:
                         id=next_id, renewal_of=held.id, created_at=now, updated_at=now, **values
                     )
                 )
+                if renewal.after_gap:
+                    log.info(
+                        "subscription %s resumed after a gap: its period ended %s, the next (%s) starts now",
+                        held.id,
+                        old.ends_at.isoformat(),
+                        next_id,
+                    )
+                    await audit_subscription(
+                        conn,
+                        "plan.renewal_resumed",
+                        next_id,
+                        renewal.next,
+                        now,
+                        reason="renewal_missed",
+                        extra={"renewal_of": held.id, "gap_from": old.ends_at.isoformat()},
+                        charge=renewal.charge,
+                    )
         except Exception:
             if charged is not None:
                 await self._void(account_id, next_id, *charged)
@@ -311,19 +359,26 @@ class PlanService:
         return "renewed"
 
     async def _end_without_renewal(
-        self, conn: AsyncConnection, held: Held, now: datetime, reason: str
+        self, conn: AsyncConnection, held: Held, ended: Subscription, now: datetime, reason: str
     ) -> None:
+        # Still in force: shown (and treated) as cancelled, with access to the end of the paid period.
+        status = Status.ENDED if ended.status is Status.ENDED else Status.CANCELLED
         await conn.execute(
-            update(subscriptions).where(subscriptions.c.id == held.id).values(auto_renew=False)
+            update(subscriptions)
+            .where(subscriptions.c.id == held.id)
+            .values(status=status.value, auto_renew=False)
         )
-        await _audit(conn, "plan.renewal_stopped", held.id, held.subscription, now, reason=reason)
+        await audit_subscription(conn, "plan.renewal_stopped", held.id, held.subscription, now, reason=reason)
 
     async def _charge(
         self, conn: AsyncConnection, sub_id: str, sub: Subscription, amount: Money, now: datetime
     ) -> Receipt:
         """Charges for ``sub`` (recorded as ``sub_id``) and writes the ledger row; may raise PaymentDeclined."""
-        what = _description(self._catalogue, sub)
-        receipt = await self._payments.charge(sub.account_id, amount, sub_id, what)
+        what = describe(self._catalogue, sub)
+        # One reference per attempt: a purchase retried after its charge was voided must be charged anew
+        # (repeats of a committed purchase are answered from the database, never charged).
+        reference = f"charge:{sub_id}:{uuid.uuid4().hex[:12]}"
+        receipt = await self._payments.charge(sub.account_id, amount, reference, what)
         await ledger.record(
             conn,
             "charge",
@@ -336,13 +391,39 @@ class PlanService:
         )
         return receipt
 
-    async def _void(self, account_id: str, reference: str, amount: Money, receipt: Receipt) -> None:
+    async def _refund(self, conn: AsyncConnection, held: Held, amount: Money, now: datetime) -> None:
+        """Refunds ``amount`` of the charge for ``held`` and writes the ledger row (nothing for zero)."""
+        if amount.minor <= 0:
+            return
+        original = await ledger.charge_ref(conn, held.id)
+        # Deterministic: should this transaction fail to commit, a retried cancel asks the provider
+        # again under the same reference and gets the first refund back instead of a second payout.
+        receipt = await self._payments.refund(
+            held.subscription.account_id, amount, f"refund:{held.id}", original
+        )
+        await ledger.record(
+            conn,
+            "refund",
+            account_id=held.subscription.account_id,
+            subscription_id=held.id,
+            amount=amount,
+            receipt=receipt,
+            description=f"refund: {describe(self._catalogue, held.subscription)}",
+            at=now,
+        )
+
+    async def _void(self, account_id: str, sub_id: str, amount: Money, receipt: Receipt) -> None:
         # The charge went through but its record did not commit: give the money back at the provider.
         try:
-            await self._payments.refund(account_id, amount, reference, receipt.provider_ref)
+            await self._payments.refund(
+                account_id, amount, f"void:{receipt.provider_ref}", receipt.provider_ref
+            )
         except Exception:
             log.exception(
-                "could not void charge %s (%s); it needs a manual refund", receipt.provider_ref, amount
+                "could not void charge %s of %s (%s); it needs a manual refund",
+                receipt.provider_ref,
+                sub_id,
+                amount,
             )
 
     async def _lock_device(self, conn: AsyncConnection, account_id: str, device_id: str) -> None:
@@ -361,6 +442,20 @@ class PlanService:
         if touched.rowcount != 1:
             raise NotFound("device_not_found", "no such device")
 
+    async def _lock_device_of(self, conn: AsyncConnection, subscription_id: str) -> None:
+        """Takes the purchase lock of the subscription's device, whoever owns the device now."""
+        device = (
+            select(subscriptions.c.device_id).where(subscriptions.c.id == subscription_id).scalar_subquery()
+        )
+        if conn.dialect.name == "postgresql":
+            await conn.execute(select(devices.c.id).where(devices.c.id == device).with_for_update())
+        else:
+            await conn.execute(
+                update(devices)
+                .where(devices.c.id == device)
+                .values(owner_account_id=devices.c.owner_account_id)
+            )
+
     async def _owned(self, conn: AsyncConnection, account_id: str, device_id: str) -> None:
         found = await conn.execute(
             select(devices.c.id).where(devices.c.id == device_id, devices.c.owner_account_id == account_id)
@@ -378,53 +473,4 @@ class PlanService:
         ).first()
         if row is None:
             raise NotFound("subscription_not_found", "no such subscription")
-        return _held(row)
-
-
-def _of_device(account_id: str, device_id: str) -> Select[Any]:
-    return (
-        select(subscriptions)
-        .where(subscriptions.c.device_id == device_id, subscriptions.c.account_id == account_id)
-        .order_by(subscriptions.c.starts_at, subscriptions.c.created_at)
-    )
-
-
-def _description(catalogue: Catalogue, sub: Subscription) -> str:
-    name = catalogue.plan(sub.plan_id).name
-    return f"{name}, {sub.billing}, {sub.starts_at:%Y-%m-%d} to {sub.ends_at:%Y-%m-%d}"[:200]
-
-
-async def _audit(
-    conn: AsyncConnection,
-    action: str,
-    sub_id: str,
-    sub: Subscription,
-    at: datetime,
-    *,
-    address: str = "",
-    reason: str | None = None,
-    **amounts: Money,
-) -> None:
-    """An audit entry about a subscription; with a ``reason`` the actor is the system (renewals)."""
-    detail: dict[str, object] = {
-        "device_id": sub.device_id,
-        "plan_id": sub.plan_id,
-        "billing": sub.billing.value,
-        "status": sub.status.value,
-        "starts_at": sub.starts_at.isoformat(),
-        "ends_at": sub.ends_at.isoformat(),
-    }
-    detail.update({name: {"amount": m.minor, "currency": m.currency} for name, m in amounts.items()})
-    if reason is not None:
-        detail["reason"] = reason
-    await audit.record(
-        conn,
-        account_id=sub.account_id,
-        actor="system" if reason is not None else f"account:{sub.account_id}",
-        action=action,
-        target_type="subscription",
-        target_id=sub_id,
-        detail=detail,
-        at=at,
-        address=address,
-    )
+        return held_from_row(row)

@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 
 from device_sim.registry import SimDevice
 from gateway.adapters.db.tables import audit_log, events, payments, subscriptions, trial_claims
-from gateway.adapters.payments import PaymentDeclined
+from gateway.adapters.payments import LedgerProvider, PaymentDeclined
 from gateway.bootstrap import Services
 from gateway.config import Settings
 from gateway.domain.plans import Money
@@ -68,6 +68,25 @@ class DecliningProvider:
         raise PaymentDeclined("refund refused (test provider)")
 
 
+class LostReplyProvider:
+    """Stands in for a provider whose first refund goes through but whose reply is lost (a timeout): the
+    cancel's transaction rolls back after the money went out, and the client retries."""
+
+    def __init__(self) -> None:
+        self.inner = LedgerProvider()
+        self.refunds: list[Receipt] = []
+
+    async def charge(self, account_id: str, amount: Money, reference: str, description: str) -> Receipt:
+        return await self.inner.charge(account_id, amount, reference, description)
+
+    async def refund(self, account_id: str, amount: Money, reference: str, original_ref: str) -> Receipt:
+        receipt = await self.inner.refund(account_id, amount, reference, original_ref)
+        self.refunds.append(receipt)
+        if len(self.refunds) == 1:
+            raise TimeoutError("no reply from the payment provider (test provider)")
+        return receipt
+
+
 def when(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
@@ -82,10 +101,17 @@ async def bind(client: TestClient, token: str, cam: SimDevice) -> str:
 
 
 async def buy(
-    client: TestClient, token: str, device_id: str, plan_id: str, billing: str, status: int = 201
+    client: TestClient,
+    token: str,
+    device_id: str,
+    plan_id: str,
+    billing: str,
+    status: int = 201,
+    key: str | None = None,
 ) -> dict[str, Any]:
+    headers = auth(token) | ({"Idempotency-Key": key} if key is not None else {})
     resp = await client.post(
-        f"/v1/devices/{device_id}/plans", json={"plan_id": plan_id, "billing": billing}, headers=auth(token)
+        f"/v1/devices/{device_id}/plans", json={"plan_id": plan_id, "billing": billing}, headers=headers
     )
     body: dict[str, Any] = await resp.json(content_type=None)
     assert resp.status == status, body
@@ -435,3 +461,115 @@ async def test_another_accounts_ids_answer_404(
     after = await (await client.get(f"/v1/devices/{device}/plans", headers=auth(alice))).json()
     assert after["current"]["id"] == sub["id"] and after["current"]["status"] == "active"
     assert await count(services, trial_claims) == 0
+
+
+async def test_an_annual_cancelled_with_a_refund_moves_the_queued_plans_up(
+    client: TestClient, mailbox: Path, fleet: list[SimDevice], services: Services, clock: ManualClock
+) -> None:
+    token, (device,) = await owner(client, mailbox, fleet[:1])
+    first = await buy(client, token, device, "standard-30", "annual")
+    second = await buy(client, token, device, "basic-7", "annual")
+    third = await buy(client, token, device, "premium-60", "monthly")
+    assert when(third["starts_at"]) == datetime(2028, 3, 15, 9, 0, tzinfo=UTC)
+    clock.advance(seconds=(datetime(2026, 4, 16, 9, 0, tzinfo=UTC) - T0).total_seconds())  # example B
+    body = await (await client.post(f"/v1/subscriptions/{first['id']}/cancel", headers=auth(token))).json()
+    new_end = datetime(2026, 5, 15, 9, 0, tzinfo=UTC)
+    assert body["refund"]["amount"] == 7902 and when(body["subscription"]["ends_at"]) == new_end
+    plans = await (await client.get(f"/v1/devices/{device}/plans", headers=auth(token))).json()
+    queued = {q["id"]: (when(q["starts_at"]), when(q["ends_at"]), q["status"]) for q in plans["queued"]}
+    assert queued == {
+        second["id"]: (new_end, datetime(2027, 5, 15, 9, 0, tzinfo=UTC), "queued"),
+        third["id"]: (
+            datetime(2027, 5, 15, 9, 0, tzinfo=UTC),
+            datetime(2027, 6, 15, 9, 0, tzinfo=UTC),
+            "queued",
+        ),
+    }
+    async with services.engine.connect() as conn:
+        anchors = dict((await conn.execute(select(subscriptions.c.id, subscriptions.c.anchor_at))).all())
+        moved = (
+            await conn.execute(select(audit_log.c.target_id).where(audit_log.c.action == "plan.rescheduled"))
+        ).scalars()
+        assert sorted(moved) == sorted([second["id"], third["id"]])
+    assert (anchors[second["id"]], anchors[third["id"]]) == (new_end, datetime(2027, 5, 15, 9, 0, tzinfo=UTC))
+    assert [k for _, k, _, _ in await ledger(services)] == ["charge"] * 3 + ["refund"]  # nothing else paid
+    clock.advance(seconds=(new_end - clock.now()).total_seconds())
+    plans = await (await client.get(f"/v1/devices/{device}/plans", headers=auth(token))).json()
+    assert (plans["plan_id"], plans["current"]["id"]) == ("basic-7", second["id"])  # no uncovered gap
+
+
+async def test_refunding_a_queued_plan_mid_chain_moves_the_later_ones_up(
+    client: TestClient, mailbox: Path, fleet: list[SimDevice], services: Services
+) -> None:
+    token, (device,) = await owner(client, mailbox, fleet[:1])
+    first, middle, last = [await buy(client, token, device, "basic-7", "annual") for _ in range(3)]
+    assert when(last["starts_at"]) == datetime(2028, 3, 15, 9, 0, tzinfo=UTC)
+    body = await (await client.post(f"/v1/subscriptions/{middle['id']}/cancel", headers=auth(token))).json()
+    assert (body["refund"]["amount"], body["subscription"]["status"]) == (3900, "refunded")
+    plans = await (await client.get(f"/v1/devices/{device}/plans", headers=auth(token))).json()
+    (queued,) = plans["queued"]
+    assert queued["id"] == last["id"] and queued["starts_at"] == first["ends_at"]
+    assert when(queued["ends_at"]) == datetime(2028, 3, 15, 9, 0, tzinfo=UTC)
+    # The next purchase queues at the end of the chain as it is now.
+    assert (await buy(client, token, device, "basic-7", "annual"))["starts_at"] == queued["ends_at"]
+
+
+async def test_a_repeated_idempotency_key_returns_the_first_purchase(
+    client: TestClient, mailbox: Path, fleet: list[SimDevice], services: Services
+) -> None:
+    token, (device, other_device) = await owner(client, mailbox, fleet[:2])
+    first = await buy(client, token, device, "basic-7", "annual", key="order-1")
+    again = await buy(client, token, device, "basic-7", "annual", key="order-1")
+    assert again["id"] == first["id"] and again["status"] == "active"
+    racing = await asyncio.gather(
+        *(buy(client, token, device, "standard-30", "annual", key="order-2") for _ in range(3))
+    )
+    assert len({r["id"] for r in racing}) == 1 and racing[0]["status"] == "queued"
+    assert [k for _, k, _, _ in await ledger(services)] == ["charge", "charge"]  # one per key
+    assert await count(services, subscriptions) == 2
+    resp = await client.post(  # another purchase under a used key
+        f"/v1/devices/{device}/plans",
+        json={"plan_id": "premium-60", "billing": "annual"},
+        headers={**auth(token), "Idempotency-Key": "order-1"},
+    )
+    await refused(resp, 409, "idempotency_key_reused")
+    resp = await client.post(
+        f"/v1/devices/{other_device}/plans",
+        json={"plan_id": "basic-7", "billing": "annual"},
+        headers={**auth(token), "Idempotency-Key": "order-1"},
+    )
+    await refused(resp, 409, "idempotency_key_reused")
+    resp = await client.post(
+        f"/v1/devices/{device}/plans",
+        json={"plan_id": "basic-7", "billing": "annual"},
+        headers={**auth(token), "Idempotency-Key": "k" * 201},
+    )
+    await refused(resp, 422, "invalid_idempotency_key")
+    # Keys are per account: another account's "order-1" is its own purchase.
+    other, (theirs,) = await owner(client, mailbox, fleet[2:3], "other@example.com")
+    mine = await buy(client, other, theirs, "basic-7", "annual", key="order-1")
+    assert mine["id"] != first["id"] and mine["device_id"] == theirs
+    assert await count(services, subscriptions) == 3
+
+
+async def test_a_cancel_retried_after_the_refund_went_out_pays_out_once(
+    client: TestClient, mailbox: Path, fleet: list[SimDevice], services: Services, clock: ManualClock
+) -> None:
+    token, (device,) = await owner(client, mailbox, fleet[:1])
+    provider = LostReplyProvider()
+    services.plans = PlanService(services.engine, services.settings.catalogue(), provider, clock)
+    sub = await buy(client, token, device, "standard-30", "annual")
+    clock.advance(days=32)
+    url = f"/v1/subscriptions/{sub['id']}/cancel"
+    assert (await client.post(url, headers=auth(token))).status == 500  # money out, nothing committed
+    plans = await (await client.get(f"/v1/devices/{device}/plans", headers=auth(token))).json()
+    assert plans["current"]["status"] == "active" and await ledger(services) == [
+        (sub["id"], "charge", 9900, "USD")
+    ]
+    body = await (await client.post(url, headers=auth(token))).json()
+    assert body["refund"]["amount"] == 7902
+    first, retried = provider.refunds
+    assert first == retried  # the provider recognised the reference: one refund, not two
+    async with services.engine.connect() as conn:
+        refs = (await conn.execute(select(payments.c.provider_ref).where(payments.c.kind == "refund"))).all()
+    assert refs == [(first.provider_ref,)]

@@ -1,7 +1,7 @@
 """Monthly renewals on the manual clock, both databases: one charge per period however often the job runs
-and however many instances run it, renewal ahead of the end so coverage never lapses, catching up on
-overdue periods, and the renewal ending (without a charge) when the payment is declined or the device
-has left the account."""
+and however many instances run it, renewal ahead of the end so coverage never lapses (and cancelling a
+period renewed ahead), a missed renewal resuming from now without charging for the gap, and the renewal
+ending (without a charge) when the payment is declined or the device has left the account."""
 
 import asyncio
 from datetime import UTC, datetime, timedelta
@@ -73,7 +73,7 @@ async def test_a_due_period_is_renewed_and_charged_once(
     token, device, sub = await monthly(client, mailbox, fleet)
     move_to(clock, PERIOD_END - timedelta(hours=3))
     assert await services.plans.renew_due() == RenewalReport()  # not due yet
-    move_to(clock, PERIOD_END + timedelta(minutes=5))
+    move_to(clock, PERIOD_END)  # exactly at the end: on time, the next period follows on
     assert await services.plans.renew_due() == RenewalReport(renewed=1)
     assert await services.plans.renew_due() == RenewalReport()  # a second run finds nothing
     old, new = await periods(services)
@@ -134,17 +134,79 @@ async def test_two_instances_renewing_at_once_charge_once(
     assert len(await periods(services)) == 2
 
 
-async def test_overdue_periods_catch_up_without_gaps(
+async def test_a_missed_renewal_resumes_now_and_never_charges_for_the_gap(
     client: TestClient, mailbox: Path, fleet: list[SimDevice], services: Services, clock: ManualClock
 ) -> None:
-    _, _, sub = await monthly(client, mailbox, fleet)
-    move_to(clock, datetime(2026, 6, 20, tzinfo=UTC))  # the job did not run for three periods
-    assert (await services.plans.renew_due()).renewed == 3
+    token, device, sub = await monthly(client, mailbox, fleet)
+    late = datetime(2026, 6, 20, tzinfo=UTC)  # the job did not run for three periods: the device was free
+    move_to(clock, late)
+    assert await services.plans.renew_due() == RenewalReport(renewed=1)
+    assert await services.plans.renew_due() == RenewalReport()
+    old, new = await periods(services)
+    assert (old["id"], old["status"], old["auto_renew"]) == (sub["id"], "ended", False)
+    assert (new["renewal_of"], new["starts_at"], new["anchor_at"]) == (sub["id"], late, late)
+    assert new["ends_at"] == datetime(2026, 7, 20, tzinfo=UTC)  # calendar months from the new anchor
+    assert await ledger(services) == [(sub["id"], "charge", 399, "USD"), (new["id"], "charge", 399, "USD")]
+    async with services.engine.connect() as conn:
+        entry = (
+            await conn.execute(select(audit_log).where(audit_log.c.action == "plan.renewal_resumed"))
+        ).one()
+    assert (entry.target_id, entry.detail["gap_from"], entry.detail["reason"]) == (
+        new["id"],
+        PERIOD_END.isoformat(),
+        "renewal_missed",
+    )
+    plans = await (await client.get(f"/v1/devices/{device}/plans", headers=auth(token))).json()
+    assert (plans["plan_id"], plans["current"]["id"]) == ("basic-7", new["id"])
+    # Back on schedule: the next renewal follows on from the new anchor, ahead of the end.
+    move_to(clock, datetime(2026, 7, 20, tzinfo=UTC) - timedelta(hours=1))
+    assert await services.plans.renew_due() == RenewalReport(renewed=1)
     rows = await periods(services)
-    assert [r["period"] for r in rows] == [1, 2, 3, 4] and rows[0]["id"] == sub["id"]
-    assert all(a["ends_at"] == b["starts_at"] and b["renewal_of"] == a["id"] for a, b in pairwise(rows))
-    assert rows[-1]["ends_at"] == datetime(2026, 7, 15, 9, 0, tzinfo=UTC)
-    assert len(await ledger(services)) == 4
+    assert (rows[-1]["starts_at"], rows[-1]["ends_at"]) == (
+        datetime(2026, 7, 20, tzinfo=UTC),
+        datetime(2026, 8, 20, tzinfo=UTC),
+    )
+    assert all(a["ends_at"] <= b["starts_at"] for a, b in pairwise(rows))
+    assert len(await ledger(services)) == 3
+
+
+async def test_cancelling_a_period_renewed_ahead_refunds_its_renewal_and_keeps_the_period(
+    client: TestClient, mailbox: Path, fleet: list[SimDevice], services: Services, clock: ManualClock
+) -> None:
+    token, device, sub = await monthly(client, mailbox, fleet)
+    move_to(clock, PERIOD_END - timedelta(hours=1))
+    assert (await services.plans.renew_due()).renewed == 1
+    _, new = await periods(services)
+    plans = await (await client.get(f"/v1/devices/{device}/plans", headers=auth(token))).json()
+    assert (plans["current"]["id"], plans["current"]["status"]) == (sub["id"], "active")
+    url = f"/v1/subscriptions/{sub['id']}"
+    quote = await (await client.get(f"{url}/refund-quote", headers=auth(token))).json()
+    assert (quote["refund"]["amount"], quote["status"], when(quote["ends_at"])) == (
+        399,
+        "cancelled",
+        PERIOD_END,
+    )
+    resp = await client.post(f"{url}/cancel", headers=auth(token))
+    assert resp.status == 200, await resp.text()
+    body = await resp.json()
+    assert body["refund"]["amount"] == 399
+    shown = body["subscription"]
+    assert (shown["status"], shown["auto_renew"], when(shown["ends_at"])) == ("cancelled", False, PERIOD_END)
+    assert await ledger(services) == [
+        (sub["id"], "charge", 399, "USD"),
+        (new["id"], "charge", 399, "USD"),
+        (new["id"], "refund", 399, "USD"),
+    ]
+    old, renewed = await periods(services)
+    assert (old["status"], old["auto_renew"], renewed["status"]) == ("cancelled", False, "refunded")
+    plans = await (await client.get(f"/v1/devices/{device}/plans", headers=auth(token))).json()
+    assert plans["plan_id"] == "basic-7" and plans["queued"] == []
+    resp = await client.post(f"{url}/cancel", headers=auth(token))
+    assert resp.status == 409 and (await resp.json())["code"] == "already_cancelled"
+    move_to(clock, PERIOD_END)
+    assert await services.plans.renew_due() == RenewalReport()
+    plans = await (await client.get(f"/v1/devices/{device}/plans", headers=auth(token))).json()
+    assert plans["plan_id"] == "free" and plans["current"] is None
 
 
 async def test_declined_renewal_ends_the_plan_at_its_period_end(
@@ -158,10 +220,10 @@ async def test_declined_renewal_ends_the_plan_at_its_period_end(
     assert await services.plans.renew_due() == RenewalReport()  # asked once, not every hour
     assert provider.attempts == 1
     (row,) = await periods(services)
-    assert (row["status"], row["auto_renew"]) == ("ended", False)
+    assert (row["status"], row["auto_renew"]) == ("cancelled", False)  # still paid for, not renewing
     assert await ledger(services) == [(sub["id"], "charge", 399, "USD")]
     plans = await (await client.get(f"/v1/devices/{device}/plans", headers=auth(token))).json()
-    assert plans["current"]["status"] == "cancelled"  # still paid for, not renewing
+    assert plans["current"]["status"] == "cancelled"
     move_to(clock, PERIOD_END)
     plans = await (await client.get(f"/v1/devices/{device}/plans", headers=auth(token))).json()
     assert plans["plan_id"] == "free"

@@ -6,9 +6,9 @@ from datetime import datetime
 from gateway.api import plan_schemas as p
 from gateway.api.routing import Call
 from gateway.api.state import api, services
-from gateway.domain.plans import Billing, Money, PlanSpec
+from gateway.domain.plans import Billing, Money, PlanSpec, status_at
 from gateway.services.coverage import MB
-from gateway.services.plans import Held, shown_status
+from gateway.services.subscription_rows import Held
 
 
 def money_out(money: Money) -> p.MoneyOut:
@@ -42,7 +42,7 @@ def subscription_out(held: Held, now: datetime) -> p.SubscriptionOut:
         device_id=sub.device_id,
         plan_id=sub.plan_id,
         billing=sub.billing.value,
-        status=shown_status(sub, now).value,
+        status=status_at(sub, now).value,
         starts_at=sub.starts_at,
         ends_at=sub.ends_at,
         auto_renew=sub.auto_renew,
@@ -61,7 +61,10 @@ async def list_plans(call: Call) -> p.PlanList:
 @api.route(
     "POST",
     "/v1/devices/{device_id}/plans",
-    summary="Buy a plan for a device (active now, or queued after its current plan)",
+    summary=(
+        "Buy a plan for a device (active now, or queued after its current plan); a repeat with the same "
+        "Idempotency-Key header returns the first purchase"
+    ),
     tag="plans",
     body=p.PurchaseIn,
     response=p.SubscriptionOut,
@@ -71,7 +74,12 @@ async def buy_plan(call: Call) -> p.SubscriptionOut:
     form = call.body(p.PurchaseIn)
     svc = services(call)
     held = await svc.plans.purchase(
-        call.account_id, call.path("device_id"), form.plan_id, Billing(form.billing), address=call.address
+        call.account_id,
+        call.path("device_id"),
+        form.plan_id,
+        Billing(form.billing),
+        address=call.address,
+        idempotency_key=call.request.headers.get("Idempotency-Key"),
     )
     return subscription_out(held, svc.clock.now())
 

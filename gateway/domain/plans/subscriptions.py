@@ -24,7 +24,7 @@ class Status(StrEnum):
     QUEUED = "queued"  # bought on top of an unexpired plan; starts when the last one ends
     ACTIVE = "active"
     CANCELLED = "cancelled"  # no renewal; access until ends_at
-    ENDED = "ended"  # the period is over (recorded when a monthly period is renewed)
+    ENDED = "ended"  # the period is over (recorded when a monthly period is renewed after its end)
     REFUNDED = "refunded"  # cancelled before it started: never in force
 
 
@@ -70,11 +70,13 @@ class Purchase:
 
 @dataclass(frozen=True)
 class Renewal:
-    """A due monthly renewal: the period that ended (status ENDED) and the next one to charge for."""
+    """A due monthly renewal: the period renewed (renewal off; ENDED once over) and the next one to charge
+    for. ``after_gap``: the renewal was missed, so ``next`` starts at the renewal time, not at the end."""
 
     ended: Subscription
     next: Subscription
     charge: Money
+    after_gap: bool = False
 
 
 @dataclass(frozen=True)
@@ -208,9 +210,11 @@ def refund_quote(sub: Subscription, now: datetime) -> Money:
     return cancel(sub, now)[1]
 
 
-def renew_due(subs: list[Subscription], now: datetime) -> list[Renewal]:
-    """Monthly subscriptions whose period has ended with renewal on, each with its next period. A
-    subscription overdue by several periods renews one period per call, each where the last ended."""
+def renew_due(subs: list[Subscription], now: datetime, *, ahead: timedelta = timedelta(0)) -> list[Renewal]:
+    """Monthly subscriptions with renewal on whose period ends by ``now + ahead``, each with its next
+    period. A period that ends at or after ``now`` is followed without a gap. One that already ended
+    before ``now`` was missed (the device was on the free plan meanwhile): it is never charged for; the
+    next period starts at ``now`` instead, with a new anchor (``Renewal.after_gap``)."""
     require_aware(now, "now")
     due: list[Renewal] = []
     for sub in subs:
@@ -218,20 +222,42 @@ def renew_due(subs: list[Subscription], now: datetime) -> list[Renewal]:
             sub.billing is Billing.MONTHLY
             and sub.auto_renew
             and sub.status in (Status.ACTIVE, Status.QUEUED)
-            and sub.ends_at <= now
+            and sub.ends_at <= now + ahead
         ):
             continue
+        missed = sub.ends_at < now
+        anchor = now if missed else sub.anchor_at
+        starts_at = now if missed else sub.ends_at
         nxt = replace(
             sub,
-            starts_at=sub.ends_at,
-            ends_at=add_months(sub.anchor_at, sub.period + 1),
+            starts_at=starts_at,
+            ends_at=next_period_end(anchor, starts_at),
+            anchor_at=anchor,
             status=Status.ACTIVE,
             amount_paid=sub.monthly_price,
             credits_given=Money.zero(sub.monthly_price.currency),
             period=sub.period + 1,
         )
-        due.append(Renewal(replace(sub, status=Status.ENDED), nxt, sub.monthly_price))
+        # A period renewed ahead of its end keeps its status (it is still in force); only renewal is off.
+        ended = replace(sub, auto_renew=False, status=Status.ENDED if sub.ends_at <= now else sub.status)
+        due.append(Renewal(ended, nxt, sub.monthly_price, after_gap=missed))
     return due
+
+
+def next_period_end(anchor: datetime, starts_at: datetime) -> datetime:
+    """The end of the monthly period starting at ``starts_at`` (the anchor or a month end counted from
+    it): the next calendar month end counted from ``anchor``, so the anchor day comes back."""
+    return add_months(anchor, months_begun(anchor, starts_at))
+
+
+def successor(sub: Subscription, starts_at: datetime) -> Subscription:
+    """``sub`` (queued) moved to start at ``starts_at``, keeping its length: a monthly period is one
+    calendar month, an annual one twelve, counted from the new start (the new anchor); a term, as long."""
+    if sub.billing is Billing.TRIAL:
+        ends_at = starts_at + (sub.ends_at - sub.starts_at)
+    else:
+        ends_at = add_months(starts_at, 1 if sub.billing is Billing.MONTHLY else ANNUAL_MONTHS)
+    return replace(sub, starts_at=starts_at, ends_at=ends_at, anchor_at=starts_at)
 
 
 def active_on(subs: list[Subscription], at: datetime) -> Subscription | None:
