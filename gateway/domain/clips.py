@@ -8,6 +8,7 @@ from enum import StrEnum
 from gateway.domain.alerts import AlertPrefs, collection_decision
 from gateway.domain.plans import Retention
 from gateway.wire import ClipFormat, ClipHeader
+from storage.keys import clip_key
 
 
 class ClipDrop(StrEnum):
@@ -18,6 +19,7 @@ class ClipDrop(StrEnum):
     SNOOZED = "snoozed"
     KIND_NOT_WANTED = "kind_not_wanted"
     NO_VIDEO_PLAN = "no_video_plan"  # no plan with video storage was in force at capture
+    PLAN_ENDED = "plan_ended"  # there was at capture, but none is in force when the clip arrives
     EXPIRED_ON_ARRIVAL = "expired_on_arrival"  # its retention ended before it arrived
     TOO_MANY_PARTS = "too_many_parts"
     CLIP_TOO_LARGE = "clip_too_large"
@@ -41,6 +43,13 @@ STORED_AS = {
     ClipFormat.WEBM: StoredAs("webm", "video/webm"),
     ClipFormat.MP4: StoredAs("mp4", "video/mp4"),
 }
+
+
+def object_key(account_id: str, device_id: str, header: ClipHeader) -> str:
+    """The key of a clip's object: derived from the camera's clip id, so every assembly finds it."""
+    extension = STORED_AS[header.format].extension
+    return clip_key(account_id, device_id, header.clip_id, header.captured_at, extension)
+
 
 _EBML_MAGIC = b"\x1a\x45\xdf\xa3"  # every WebM (Matroska) file starts with an EBML header
 
@@ -79,12 +88,20 @@ def admission(
     opt_out: ClipDrop | None,
     now: datetime,
     max_parts: int,
+    arrival: Retention | None = None,
 ) -> ClipDrop | None:
-    """The decision a clip's first part makes for the whole clip: None to receive it, else why not."""
+    """The decision a clip's first part makes for the whole clip: None to receive it, else why not.
+
+    ``retention`` is the plan's in force at capture (it fixes how long the clip lives), ``arrival`` the
+    plan's in force ``now`` (None: the same plan, when capture is now). Clips are written only while a
+    plan with video is in force, so a capture time inside an ended plan's period stores nothing.
+    """
     if opt_out is not None:
         return opt_out
     if not retention.video:
         return ClipDrop.NO_VIDEO_PLAN
+    if arrival is not None and not arrival.video:
+        return ClipDrop.PLAN_ENDED
     if retain_until(header.captured_at, now, retention) <= now:
         return ClipDrop.EXPIRED_ON_ARRIVAL
     if header.parts > max_parts:

@@ -6,15 +6,17 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import bindparam, delete, func, select, update
+from sqlalchemy import bindparam, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway import metrics
 from gateway.adapters.db.dialect import insert_ignore
 from gateway.adapters.db.tables import clip_parts, clip_uploads, clips, devices
-from gateway.domain.clips import ClipDrop
+from gateway.domain.clips import ClipDrop, object_key
 from gateway.services.ingest import record_dead_letter
 from gateway.wire import ClipHeader, clip_topic
+from storage.errors import InvalidKey
+from storage.keys import MediaKey, MediaKind
 
 log = logging.getLogger(__name__)
 
@@ -92,11 +94,14 @@ async def hold(conn: AsyncConnection, upload_id: str) -> bool:
     return bool(touched.rowcount)
 
 
-async def stage(conn: AsyncConnection, upload_id: str, part: int, data: bytes) -> tuple[int, int]:
-    """Keeps a part (a redelivered part is a no-op); returns the upload's staged parts and bytes."""
-    await insert_ignore(
-        conn, clip_parts, {"upload_id": upload_id, "part": part, "data": data}, ("upload_id", "part")
-    )
+async def stage(
+    conn: AsyncConnection, upload_id: str, part: int, data: bytes, now: datetime
+) -> tuple[int, int]:
+    """Keeps a part (a redelivered part is a no-op); returns the upload's staged parts and bytes. A new
+    part marks the upload active (``updated_at``): the clean-up times out idle uploads, not slow ones."""
+    values = {"upload_id": upload_id, "part": part, "data": data}
+    if await insert_ignore(conn, clip_parts, values, ("upload_id", "part")):
+        await conn.execute(update(clip_uploads).where(clip_uploads.c.id == upload_id).values(updated_at=now))
     size = func.coalesce(func.sum(func.length(clip_parts.c.data)), 0)
     query = select(func.count(), size).where(clip_parts.c.upload_id == upload_id)
     count, total = (await conn.execute(query)).one()
@@ -109,13 +114,14 @@ async def staged_parts(conn: AsyncConnection, upload_id: str) -> list[bytes]:
     return [bytes(r.data) for r in await conn.execute(query)]
 
 
-async def drop(conn: AsyncConnection, upload_id: str, reason: ClipDrop) -> bool:
+async def drop(conn: AsyncConnection, upload_id: str, reason: ClipDrop, now: datetime) -> bool:
     """Marks a receiving upload dropped and deletes its parts; False when it was not receiving (stored
-    or dropped meanwhile). The row stays until the clean-up, so late parts are dropped unread."""
+    or dropped meanwhile). The row stays until the clean-up (an upload timeout from now), so late parts
+    are dropped unread."""
     changed = await conn.execute(
         update(clip_uploads)
         .where(clip_uploads.c.id == upload_id, clip_uploads.c.status == RECEIVING)
-        .values(status=DROPPED, reason=reason.value)
+        .values(status=DROPPED, reason=reason.value, updated_at=now)
     )
     await conn.execute(delete(clip_parts).where(clip_parts.c.upload_id == upload_id))
     return bool(changed.rowcount)
@@ -129,6 +135,32 @@ async def finish(conn: AsyncConnection, upload_id: str) -> None:
     await conn.execute(delete(clip_parts).where(clip_parts.c.upload_id == upload_id))
 
 
+async def receiving_keys(conn: AsyncConnection, keys: list[str]) -> set[str]:
+    """Which of the media ``keys`` are the objects of clips still being received: an assembly may have
+    stored one (or found it from a crashed attempt) and be about to commit the row naming it."""
+    wanted: dict[str, set[str]] = {}
+    for key in keys:
+        try:
+            media = MediaKey.parse(key)
+        except InvalidKey:
+            continue
+        if media.kind is MediaKind.CLIP:
+            wanted.setdefault(media.object_id, set()).add(media.device_id)
+    if not wanted:
+        return set()
+    query = select(
+        clip_uploads.c.account_id,
+        clip_uploads.c.device_id,
+        clip_uploads.c.camera_clip_id,
+        clip_uploads.c.header,
+    ).where(clip_uploads.c.status == RECEIVING, clip_uploads.c.camera_clip_id.in_(list(wanted)))
+    found = set()
+    for row in await conn.execute(query):
+        if row.device_id in wanted[row.camera_clip_id]:
+            found.add(object_key(row.account_id, row.device_id, ClipHeader.model_validate(row.header)))
+    return found & set(keys)
+
+
 def count_drop(serial: str, clip_id: str, reason: ClipDrop) -> None:
     """Counts and logs a clip that is not stored (once per clip)."""
     metrics.CLIPS_DROPPED.labels(reason.value).inc()
@@ -136,15 +168,22 @@ def count_drop(serial: str, clip_id: str, reason: ClipDrop) -> None:
 
 
 async def abandon_stale(engine: AsyncEngine, now: datetime, cutoff: datetime, timeout_s: float) -> int:
-    """Removes uploads whose first part arrived before ``cutoff``: incomplete ones are dead-lettered
-    (``clip_incomplete``) and counted, dropped ones forgotten. Returns how many were removed; safe to run
-    on several instances at once (each upload is removed, and reported, by one)."""
+    """Removes uploads idle since before ``cutoff`` (no new part staged): incomplete ones are
+    dead-lettered (``clip_incomplete``) and counted, dropped ones forgotten. Returns how many were removed;
+    safe to run on several instances at once (each upload is removed, and reported, by one).
+
+    An upload with every part staged is never removed, however old: each of its parts was acknowledged
+    but the last, whose assembly failed (a store outage), so the broker redelivers that one and it
+    assembles the clip. Removing it would lose a clip the camera was told is safe."""
     staged = select(func.count()).where(clip_parts.c.upload_id == clip_uploads.c.id).scalar_subquery()
+    idle = (clip_uploads.c.updated_at < cutoff) & or_(
+        clip_uploads.c.status != RECEIVING, staged < clip_uploads.c.header["parts"].as_integer()
+    )
     query = (
         select(clip_uploads, devices.c.serial, staged.label("staged"))
         .select_from(clip_uploads.outerjoin(devices, devices.c.id == clip_uploads.c.device_id))
-        .where(clip_uploads.c.created_at < cutoff)
-        .order_by(clip_uploads.c.created_at)
+        .where(idle)
+        .order_by(clip_uploads.c.updated_at)
         .limit(_BATCH)
     )
     removed = 0
@@ -157,9 +196,12 @@ async def abandon_stale(engine: AsyncEngine, now: datetime, cutoff: datetime, ti
             serial = row.serial or ""
             incomplete = row.status == RECEIVING
             async with engine.begin() as conn:
-                # The upload first: a part staging into it holds its row, so this waits for that part.
+                # The upload first: a part staging into it holds its row, so this waits for that part,
+                # and the condition is checked again after the wait: a part staged meanwhile keeps it.
                 gone = bool(
-                    (await conn.execute(delete(clip_uploads).where(clip_uploads.c.id == row.id))).rowcount
+                    (
+                        await conn.execute(delete(clip_uploads).where(clip_uploads.c.id == row.id, idle))
+                    ).rowcount
                 )
                 await conn.execute(delete(clip_parts).where(clip_parts.c.upload_id == row.id))
                 if gone and incomplete:

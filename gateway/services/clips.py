@@ -3,10 +3,11 @@ then the clip becomes one object in the account's region and one ``clips`` row.
 
 Each part is committed to ``clip_parts`` before ``handle`` returns and the caller acknowledges it only then,
 so a crash loses nothing, and a redelivered part is a no-op (insert-ignore on (upload, part)). The first
-part decides for the whole clip (owner's settings, a plan with video at capture, retention, limits) and
-the ``clip_uploads`` row keeps the decision, so later parts follow it without deciding again. The part
-that completes the set assembles the clip: the object is created once under a key derived from the
-camera's clip id and the row inserted once, so two assemblies of one clip still make one of each.
+part decides for the whole clip (owner's settings, a plan with video at capture and now, retention,
+limits) and the ``clip_uploads`` row keeps the decision, so later parts follow it without deciding
+again. The part that completes the set assembles the clip: the object is created once under a key
+derived from the camera's clip id and the row inserted once, so two assemblies of one clip still make
+one of each.
 """
 
 import logging
@@ -26,20 +27,21 @@ from gateway.domain.clips import (
     admission,
     looks_like,
     mismatch,
+    object_key,
     opted_out,
     retain_from,
     retain_until,
 )
-from gateway.domain.plans import Catalogue
+from gateway.domain.plans import Catalogue, Retention
 from gateway.ports import Clock
 from gateway.services import clip_staging as staging
 from gateway.services.clip_staging import DROPPED, RECEIVING, Upload
-from gateway.services.coverage import quota_bytes, usage
+from gateway.services.coverage import coverage_at, quota_bytes, usage
 from gateway.services.ingest import Outcome, Target, read_target, record_dead_letter
 from gateway.wire import ClipFormat, ClipHeader, WireError, decode
 from storage import StoreRouter
 from storage.errors import InvalidKey
-from storage.keys import clip_key, validate_id
+from storage.keys import validate_id
 from storage.tags import retention_tags
 
 log = logging.getLogger(__name__)
@@ -123,7 +125,7 @@ class ClipIngest:
         async with self._db.connect() as conn:
             target = await self._target(conn, serial, header, now)
             if target is not None and target.account_id is not None and target.coverage is not None:
-                drop = self._admission(target, header, now)
+                drop = self._admission(target, await self._arrival(conn, target, header, now), header, now)
                 # Refused early when even this part does not fit; the whole clip is checked once assembled.
                 if drop is None and await self._over_quota(conn, target.account_id, header.body_size, now):
                     drop = ClipDrop.QUOTA_EXCEEDED
@@ -166,11 +168,11 @@ class ClipIngest:
             if not await staging.hold(conn, upload.id):
                 return None  # dropped, stored or abandoned since the look
             if drop is None:
-                count, total = await staging.stage(conn, upload.id, header.part, body)
+                count, total = await staging.stage(conn, upload.id, header.part, body, now)
                 if total > self._settings.max_clip_bytes:
                     drop = ClipDrop.CLIP_TOO_LARGE
             if drop is not None:
-                await staging.drop(conn, upload.id, drop)
+                await staging.drop(conn, upload.id, drop, now)
         if drop is not None:
             staging.count_drop(serial, header.clip_id, drop)
             return Outcome.DROPPED
@@ -185,11 +187,15 @@ class ClipIngest:
             chunks = await staging.staged_parts(conn, upload.id)
             if len(chunks) < header.parts:
                 return None  # another delivery assembled or dropped the clip meanwhile
-            # Decided again with fresh data: the camera may have changed hands, or the owner opted out.
+            # Decided again with fresh data: the camera may have changed hands, the owner opted out, or
+            # the plan ended (a refund) while the parts arrived.
             target = await self._target(conn, serial, header, now)
+            arrival = None
+            if target is not None and target.coverage is not None and target.account_id == upload.account_id:
+                arrival = await self._arrival(conn, target, header, now)
         if target is None or target.account_id != upload.account_id or target.coverage is None:
             return await self._drop(serial, upload, ClipDrop.OWNER_CHANGED)
-        if (drop := self._admission(target, header, now)) is not None:
+        if (drop := self._admission(target, arrival, header, now)) is not None:
             return await self._drop(serial, upload, drop)
         shape: tuple[int | None, int | None, int | None] = (None, None, None)
         if header.format is ClipFormat.JPEG_FRAMES:
@@ -224,9 +230,7 @@ class ClipIngest:
         retention = target.coverage.retention
         until = retain_until(header.captured_at, now, retention)
         kind = STORED_AS[header.format]
-        key = clip_key(
-            target.account_id, target.device_id, header.clip_id, header.captured_at, kind.extension
-        )
+        key = object_key(target.account_id, target.device_id, header)
         store = self._stores.for_region(target.region)
         put = await store.put(
             key,
@@ -274,8 +278,9 @@ class ClipIngest:
         return Outcome.STORED if inserted else Outcome.DUPLICATE
 
     async def abandon_stale(self) -> int:
-        """Removes uploads older than ``clips.upload_timeout_s``: incomplete ones are dead-lettered and
-        counted (``incomplete``), dropped ones forgotten. Returns how many were removed."""
+        """Removes uploads idle for ``clips.upload_timeout_s``: incomplete ones are dead-lettered and
+        counted (``incomplete``), dropped ones forgotten; complete ones wait for their last part's
+        redelivery. Returns how many were removed."""
         now = self._clock.now()
         timeout_s = self._settings.upload_timeout_s
         return await staging.abandon_stale(self._db, now, now - timedelta(seconds=timeout_s), timeout_s)
@@ -289,10 +294,24 @@ class ClipIngest:
         at = retain_from(header.captured_at, now)
         return await read_target(conn, self._catalogue, serial, header.event_id or "", at)
 
-    def _admission(self, target: Target, header: ClipHeader, now: datetime) -> ClipDrop | None:
-        assert target.coverage is not None
+    async def _arrival(
+        self, conn: AsyncConnection, target: Target, header: ClipHeader, now: datetime
+    ) -> Retention:
+        """The retention of the plan in force now, which must include video for the clip to be written
+        (the plan at capture only fixes how long it lives)."""
+        assert target.account_id is not None and target.coverage is not None
+        if retain_from(header.captured_at, now) == now:  # capture counts as now: the plan read already
+            return target.coverage.retention
+        cover = await coverage_at(conn, self._catalogue, target.device_id, target.account_id, now)
+        return cover.retention
+
+    def _admission(
+        self, target: Target, arrival: Retention | None, header: ClipHeader, now: datetime
+    ) -> ClipDrop | None:
+        assert target.coverage is not None and arrival is not None
         opt_out = opted_out(target.prefs, target.event_kind, now)
-        return admission(header, target.coverage.retention, opt_out, now, self._settings.max_parts)
+        retention = target.coverage.retention
+        return admission(header, retention, opt_out, now, self._settings.max_parts, arrival)
 
     async def _over_quota(self, conn: AsyncConnection, account_id: str, size: int, now: datetime) -> bool:
         quota = await quota_bytes(conn, self._catalogue, account_id, now)
@@ -300,7 +319,7 @@ class ClipIngest:
 
     async def _drop(self, serial: str, upload: Upload, reason: ClipDrop) -> Outcome | None:
         async with self._db.begin() as conn:
-            dropped = await staging.drop(conn, upload.id, reason)
+            dropped = await staging.drop(conn, upload.id, reason, self._clock.now())
         if not dropped:
             return None  # stored or dropped by a concurrent delivery: look again
         staging.count_drop(serial, upload.header.clip_id, reason)

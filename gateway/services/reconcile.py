@@ -8,7 +8,9 @@ memory), like a merge join:
 - an object no record names is an **orphan** (ingest crashed between writing it and committing its
   record, or a record was deleted while its object could not be): deleted once older than
   ``sweep.orphan_grace_s``, because ingest writes objects before it commits the record naming them.
-  Just before deleting, a batch is looked up again, so a record committed meanwhile saves its object.
+  Just before deleting, a batch is looked up again, so a record committed meanwhile saves its object,
+  and so does a clip upload still receiving (its re-assembly may have found the object and be about to
+  commit the row naming it).
   Keys under ``acct/`` outside the media layout are reported and left alone.
 - a record whose object is gone cannot be shown: once a HEAD confirms the object is missing, the record
   is removed (with its other object, if any), unless a sweeper holds it.
@@ -35,6 +37,7 @@ from gateway.adapters.db.dialect import insert_ignore
 from gateway.adapters.db.tables import clips, events, job_leases, push_deliveries, push_outbox
 from gateway.config import SweepSettings
 from gateway.ports import Clock
+from gateway.services import clip_staging
 from gateway.services.sweep_report import ReconcileReport
 from storage import InvalidKey, ObjectInfo, ObjectStore, StorageError
 from storage.keys import MediaKey, validate_key
@@ -238,14 +241,18 @@ class Reconciler:
             self.report.sample("orphans", orphan.key)
 
     async def _still_named(self, keys: list[str]) -> set[str]:
-        """Which of ``keys`` a record names now (records committed since the pass began)."""
+        """Which of ``keys`` a record names now (records committed since the pass began), or will: the
+        objects of clips still being received, whose assembly commits its row later."""
         query = union_all(
             select(events.c.snapshot_key.label("key")).where(events.c.snapshot_key.in_(keys)),
             select(events.c.thumbnail_key).where(events.c.thumbnail_key.in_(keys)),
             select(clips.c.key).where(clips.c.key.in_(keys)),
         )
         async with self._db.connect() as conn:
-            return set((await conn.execute(query)).scalars())
+            # Uploads first: an assembly deletes its upload and inserts its row in one commit, so a
+            # clip's key missed here because that commit came after it is seen by the query after.
+            receiving = await clip_staging.receiving_keys(conn, keys)
+            return receiving | set((await conn.execute(query)).scalars())
 
     # --- records without objects ------------------------------------------------------------------
 

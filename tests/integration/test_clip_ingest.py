@@ -27,12 +27,14 @@ from gateway.domain.plans import DEFAULT_CONFIG
 from gateway.metrics import CLIPS_DROPPED
 from gateway.services.ingest import Outcome
 from gateway.wire import ClipFormat, ClipHeader, clip_topic, encode
+from storage import StorageUnavailable
 from storage.keys import clip_key
 from tests.integration.conftest import test_settings
 from tests.support.api import auth, new_user, serve
 from tests.support.clock import ManualClock
+from tests.support.expired import real_now
 from tests.support.media import jpeg
-from tests.support.s3server import S3Bucket, S3Server
+from tests.support.s3server import S3Bucket, S3Server, create_bucket
 from tests.support.seed import import_fleet, seed_subscription
 
 if TYPE_CHECKING:
@@ -89,52 +91,68 @@ class Env:
 Start = Callable[..., Awaitable[Env]]
 
 
+async def _launcher(
+    stack: AsyncExitStack, database_url: str, tmp_path: Path, server: S3Server, bucket: S3Bucket
+) -> Start:
+    admin = server.admin()
+    stack.callback(admin.close)
+
+    async def begin(
+        *,
+        plan: str | None = "trial",
+        clock: ManualClock | None = None,
+        store: dict[str, Any] | None = None,
+        **overrides: Any,
+    ) -> Env:
+        store_settings = bucket.settings(
+            multipart_threshold_bytes=5 * MIB, multipart_part_bytes=5 * MIB, **(store or {})
+        )
+        values: dict[str, Any] = {
+            "regions": {"sg": {"display_name": "Singapore", "store": store_settings.model_dump()}},
+            "clips": {"max_clip_bytes": 7 * MIB},
+        }
+        settings = test_settings(database_url, tmp_path, **(values | overrides))
+        clock = clock or ManualClock()
+        services = await build(settings, stack, clock=clock)
+        client = await serve(create_app(services), stack)
+        (camera,) = await import_fleet(services, 1)
+        token = await new_user(client, tmp_path / "mailbox", "clips@example.com")
+        bound = await client.post(
+            "/v1/devices", json={"serial": camera.serial, "code": camera.code}, headers=auth(token)
+        )
+        assert bound.status == 201
+        account_id = (await (await client.get("/v1/me", headers=auth(token))).json())["id"]
+        device_id = (await bound.json())["device"]["id"]
+        plan_start = clock.now()
+        if plan is not None:
+            await seed_subscription(services, account_id, device_id, plan_id=plan)
+        clock.advance(hours=1)  # captures a minute ago fall within the plan
+        return Env(
+            services, client, clock, bucket, camera.serial, token, account_id, device_id, admin, plan_start
+        )
+
+    return begin
+
+
 @pytest.fixture
 async def start(
     database_url: str, tmp_path: Path, s3_server: S3Server, s3_bucket: S3Bucket
 ) -> AsyncIterator[Start]:
     """Builds the app on an S3 region (multipart from 5 MiB, the least S3 allows), with one camera bound
-    to a new account, on the trial since an hour ago unless ``plan=None``."""
+    to a new account, on the trial since an hour ago unless ``plan=None``; ``clock`` and ``store``
+    (settings overrides) optional."""
     async with AsyncExitStack() as stack:
-        admin = s3_server.admin()
-        stack.callback(admin.close)
+        yield await _launcher(stack, database_url, tmp_path, s3_server, s3_bucket)
 
-        async def begin(*, plan: str | None = "trial", **overrides: Any) -> Env:
-            store = s3_bucket.settings(multipart_threshold_bytes=5 * MIB, multipart_part_bytes=5 * MIB)
-            values: dict[str, Any] = {
-                "regions": {"sg": {"display_name": "Singapore", "store": store.model_dump()}},
-                "clips": {"max_clip_bytes": 7 * MIB},
-            }
-            settings = test_settings(database_url, tmp_path, **(values | overrides))
-            clock = ManualClock()
-            services = await build(settings, stack, clock=clock)
-            client = await serve(create_app(services), stack)
-            (camera,) = await import_fleet(services, 1)
-            token = await new_user(client, tmp_path / "mailbox", "clips@example.com")
-            bound = await client.post(
-                "/v1/devices", json={"serial": camera.serial, "code": camera.code}, headers=auth(token)
-            )
-            assert bound.status == 201
-            account_id = (await (await client.get("/v1/me", headers=auth(token))).json())["id"]
-            device_id = (await bound.json())["device"]["id"]
-            plan_start = clock.now()
-            if plan is not None:
-                await seed_subscription(services, account_id, device_id, plan_id=plan)
-            clock.advance(hours=1)  # captures a minute ago fall within the plan
-            return Env(
-                services,
-                client,
-                clock,
-                s3_bucket,
-                camera.serial,
-                token,
-                account_id,
-                device_id,
-                admin,
-                plan_start,
-            )
 
-        yield begin
+@pytest.fixture
+async def start_private(
+    database_url: str, tmp_path: Path, private_s3_server: S3Server
+) -> AsyncIterator[Start]:
+    """``start`` on an S3 server of the test's own, which it may stop and start again."""
+    bucket = create_bucket(private_s3_server, versioned=False)
+    async with AsyncExitStack() as stack:
+        yield await _launcher(stack, database_url, tmp_path, private_s3_server, bucket)
 
 
 def parts(
@@ -282,8 +300,10 @@ async def test_alerts_off_drops_clips_too(start: Start) -> None:
 async def test_retention_is_fixed_at_capture_and_a_late_upload_never_lives_longer(start: Start) -> None:
     env = await start()  # trial from T0 to T0 + 14 days, with 7 days of video
     t0 = env.plan_start
+    trial_end = t0 + timedelta(days=14)
+    await seed_subscription(env.services, env.account_id, env.device_id, plan_id="standard-30", at=trial_end)
 
-    env.clock.advance(days=14)  # the trial is over; a clip captured on its last day arrives late
+    env.clock.advance(days=14)  # on standard-30 now; a clip captured on the trial's last day arrives late
     last_day = t0 + timedelta(days=13, hours=20)
     assert (await env.send_all("late-1", parts("late-1", frames(2), at=last_day)))[-1] is Outcome.STORED
     # captured in the first hour: its 7 days were over before it arrived
@@ -291,13 +311,41 @@ async def test_retention_is_fixed_at_capture_and_a_late_upload_never_lives_longe
     early = parts("late-2", frames(2), at=t0 + timedelta(hours=1))
     assert await env.send_all("late-2", early) == [Outcome.DROPPED] * 2
     assert dropped("expired_on_arrival") == before + 1
-    # captured after the trial ended: no plan with video then
-    after = parts("late-3", frames(2), at=t0 + timedelta(days=14, minutes=1))
-    assert await env.send_all("late-3", after) == [Outcome.DROPPED] * 2
+    # captured after the trial ended: the new plan's 30 days
+    after_at = trial_end + timedelta(minutes=1)
+    assert (await env.send_all("late-3", parts("late-3", frames(2), at=after_at)))[-1] is Outcome.STORED
 
-    (row,) = await env.clip_rows()
-    assert row.camera_clip_id == "late-1" and row.retain_until == last_day + timedelta(days=7)
-    assert row.plan_id == "trial" and env.tags(row.key)["retention-days"] == "7"
+    rows = {r.camera_clip_id: r for r in await env.clip_rows()}
+    assert sorted(rows) == ["late-1", "late-3"]
+    assert rows["late-1"].retain_until == last_day + timedelta(days=7), "the trial's 7 days, not 30"
+    assert rows["late-1"].plan_id == "trial" and env.tags(rows["late-1"].key)["retention-days"] == "7"
+    assert rows["late-3"].retain_until == after_at + timedelta(days=30)
+    assert rows["late-3"].plan_id == "standard-30"
+
+
+async def test_a_clip_arriving_after_its_plan_ended_is_dropped(start: Start) -> None:
+    env = await start()  # the trial alone, from T0 to T0 + 14 days
+    t0 = env.plan_start
+    # the last part arrives after the trial ended: the assembly decides again and drops it
+    env.clock.advance(days=13, hours=21)  # T0 + 13 days 22 hours
+    before = dropped("plan_ended")
+    straddling = parts("end-1", frames(2), at=env.clock.now())
+    assert await env.send("end-1", straddling[0]) is Outcome.STAGED
+    env.clock.advance(hours=2, minutes=1)
+    assert await env.send("end-1", straddling[1]) is Outcome.DROPPED
+    assert dropped("plan_ended") == before + 1
+
+    # captured during the trial, sent after it ended: dropped at the first part, nothing staged
+    during = parts("end-2", frames(3), at=t0 + timedelta(days=13, hours=20))
+    assert await env.send_all("end-2", during) == [Outcome.DROPPED] * 3
+    assert dropped("plan_ended") == before + 2, "counted once per clip"
+    async with env.services.engine.connect() as conn:
+        reasons = dict(
+            (await conn.execute(select(clip_uploads.c.camera_clip_id, clip_uploads.c.reason))).all()
+        )
+    assert reasons == {"end-1": "plan_ended", "end-2": "plan_ended"}
+    assert await env.count(clip_parts) == 0 and env.keys() == [] and await env.clip_rows() == []
+    assert await env.dead_letter_reasons() == [], "a drop is not a dead letter"
 
 
 async def test_a_camera_clock_ahead_buys_no_longer_life(start: Start) -> None:
@@ -425,6 +473,84 @@ async def test_an_incomplete_upload_is_abandoned_after_the_timeout(start: Start)
 
     # the camera's last part, arriving after that, starts over and waits for the rest
     assert await env.send("e-half", sent[2]) is Outcome.STAGED
+
+
+async def test_uploads_time_out_when_idle_not_when_slow(start: Start) -> None:
+    env = await start(clips={"upload_timeout_s": 300})
+    at = env.clock.now()
+    slow, idle = parts("e-slow", frames(3), at=at), parts("e-idle", frames(3), at=at)
+    assert await env.send("e-slow", slow[0]) is Outcome.STAGED
+    assert await env.send("e-idle", idle[0]) is Outcome.STAGED
+    env.clock.advance(seconds=200)
+    assert await env.send("e-slow", slow[1]) is Outcome.STAGED  # a new part: activity
+    env.clock.advance(seconds=50)
+    assert await env.send("e-idle", idle[0]) is Outcome.STAGED  # a redelivery only: no activity
+
+    env.clock.advance(seconds=51)  # 301 s after the first parts, 101 s after e-slow's second
+    ingest = env.services.clip_ingest
+    assert await ingest.abandon_stale() == 1
+    async with env.services.engine.connect() as conn:
+        kept = list((await conn.execute(select(clip_uploads.c.camera_clip_id))).scalars())
+    assert kept == ["e-slow"] and await env.count(clip_parts) == 2
+    env.clock.advance(seconds=200)  # e-slow idle for 301 s
+    assert await ingest.abandon_stale() == 1 and await env.count(clip_uploads) == 0
+    async with env.services.engine.connect() as conn:
+        details = list(
+            (await conn.execute(select(dead_letters.c.detail).order_by(dead_letters.c.id))).scalars()
+        )
+    assert [d.split(" parts")[0] for d in details] == ["1 of 3", "2 of 3"]
+
+
+async def test_a_complete_upload_whose_assembly_failed_waits_for_its_last_part(
+    start_private: Start, private_s3_server: S3Server
+) -> None:
+    # Quick failures while the store is down: two attempts, short timeouts.
+    fast = {"max_attempts": 2, "connect_timeout_s": 1, "read_timeout_s": 2}
+    env = await start_private(clips={"upload_timeout_s": 300}, store=fast)
+    sent = parts("e-outage", frames(3), at=env.clock.now())
+    assert await env.send_all("e-outage", sent[:2]) == [Outcome.STAGED] * 2
+    private_s3_server.stop()
+    with pytest.raises(StorageUnavailable):  # not acknowledged: the broker redelivers it
+        await env.send("e-outage", sent[2])
+    assert await env.count(clip_parts) == 3, "every part staged, the last one too"
+
+    env.clock.advance(seconds=301)
+    assert await env.services.clip_ingest.abandon_stale() == 0
+    assert await env.count(clip_uploads) == 1 and await env.count(clip_parts) == 3
+    assert await env.dead_letter_reasons() == []
+
+    private_s3_server.start()
+    env.admin.create_bucket(Bucket=env.bucket.name)  # moto forgets its buckets when stopped
+    assert await env.send("e-outage", sent[2]) is Outcome.STORED  # the redelivery
+    (row,) = await env.clip_rows()
+    assert env.keys() == [row.key] and row.frames == 3
+    assert frame_count(await env.services.stores.for_region("sg").get(row.key))[0] == 3
+    assert await env.count(clip_uploads) == 0 and await env.count(clip_parts) == 0
+
+
+async def test_reconciliation_keeps_the_object_of_a_clip_being_received(start: Start) -> None:
+    # The store stamps objects with the wall clock, and the orphan grace is measured on it.
+    env = await start(clock=ManualClock(real_now()), sweep={"orphan_grace_s": 60})
+    at = env.clock.now()
+    video = WEBM_MAGIC + random.Random(11).randbytes(50_000)
+    chunks = parts("v-left", [video[:20_000], video[20_000:]], at=at, fmt=ClipFormat.WEBM, fps=None)
+    assert await env.send("v-left", chunks[0]) is Outcome.STAGED
+    # left by an assembly that crashed before its commit; and an object no upload or record names
+    store = env.services.stores.for_region("sg")
+    key = clip_key(env.account_id, env.device_id, "v-left", at, "webm")
+    stray = clip_key(env.account_id, env.device_id, "v-stray", at, "webm")
+    for k in (key, stray):
+        await store.put(k, video, content_type="video/webm")
+
+    env.clock.advance(seconds=120)  # both past the grace
+    report = await env.services.sweeper.reconcile("sg")
+    assert report.ok and report.orphans == 1 and env.keys() == [key]
+
+    assert await env.send("v-left", chunks[1]) is Outcome.STORED  # finds the object, commits its row
+    (row,) = await env.clip_rows()
+    assert row.key == key and await store.get(key) == video
+    again = await env.services.sweeper.reconcile("sg")
+    assert again.ok and (again.orphans, again.missing) == (0, 0) and env.keys() == [key]
 
 
 async def test_concurrent_completions_make_one_object_and_one_row(start: Start) -> None:

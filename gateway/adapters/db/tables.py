@@ -354,7 +354,7 @@ clip_uploads = Table(
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),  # the last part staged: timeouts count from it
     UniqueConstraint("device_id", "camera_clip_id", name="uq_clip_uploads_device_camera_clip"),
-    Index("ix_clip_uploads_created_at", "created_at"),
+    Index("ix_clip_uploads_updated_at", "updated_at"),
 )
 
 clip_parts = Table(

@@ -85,7 +85,7 @@ def upgrade() -> None:
         sa.UniqueConstraint("device_id", "camera_clip_id", name="uq_clip_uploads_device_camera_clip"),
     )
     with op.batch_alter_table("clip_uploads", schema=None) as batch_op:
-        batch_op.create_index("ix_clip_uploads_created_at", ["created_at"], unique=False)
+        batch_op.create_index("ix_clip_uploads_updated_at", ["updated_at"], unique=False)
 
     op.create_table(
         "clips",
@@ -221,7 +221,7 @@ def downgrade() -> None:
 
     op.drop_table("clips")
     with op.batch_alter_table("clip_uploads", schema=None) as batch_op:
-        batch_op.drop_index("ix_clip_uploads_created_at")
+        batch_op.drop_index("ix_clip_uploads_updated_at")
 
     op.drop_table("clip_uploads")
     op.drop_table("trial_claims")
