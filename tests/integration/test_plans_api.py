@@ -337,7 +337,7 @@ async def test_unbuyable_plans_are_refused_with_their_code(
 ) -> None:
     token, (device,) = await owner(client, mailbox, fleet[:1])
     cases = [
-        ({"plan_id": "gold-99", "billing": "monthly"}, 409, "unknown_plan"),
+        ({"plan_id": "gold-99", "billing": "monthly"}, 422, "unknown_plan"),
         ({"plan_id": "free", "billing": "monthly"}, 409, "free_plan_not_purchasable"),
         ({"plan_id": "trial", "billing": "annual"}, 409, "plan_not_sold_with_billing"),
         ({"plan_id": "basic-7", "billing": "trial"}, 409, "plan_not_sold_with_billing"),

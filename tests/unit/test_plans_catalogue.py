@@ -39,7 +39,7 @@ def test_default_catalogue_matches_the_spec() -> None:
 def test_unknown_plan_is_refused_with_its_code() -> None:
     with pytest.raises(PlanRefused) as err:
         default_catalogue().plan("gold")
-    assert err.value.code == "unknown_plan" and err.value.status == 409
+    assert err.value.code == "unknown_plan" and err.value.status == 422
 
 
 def test_monthly_only_plan_is_allowed() -> None:

@@ -26,6 +26,13 @@ class PlanRefused(Conflict):
     title = "Plan operation refused"
 
 
+class UnknownPlan(PlanRefused):
+    """A plan id the catalogue does not have: the request names something that does not exist (422)."""
+
+    status = 422
+    title = "Unknown plan"
+
+
 class CatalogueInvalid(ConfigError):
     """The configured catalogue breaks its rules; the message lists every problem."""
 
@@ -146,11 +153,11 @@ class Catalogue:
             raise CatalogueInvalid(problems)
 
     def plan(self, plan_id: str) -> PlanSpec:
-        """The plan called ``plan_id``; ``PlanRefused('unknown_plan')`` when there is none."""
+        """The plan called ``plan_id``; ``UnknownPlan('unknown_plan')`` when there is none."""
         for plan in self.plans:
             if plan.id == plan_id:
                 return plan
-        raise PlanRefused("unknown_plan", f"there is no plan {plan_id!r}", plan_id=plan_id)
+        raise UnknownPlan("unknown_plan", f"there is no plan {plan_id!r}", plan_id=plan_id)
 
     @property
     def free(self) -> PlanSpec:
