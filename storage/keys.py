@@ -24,6 +24,7 @@ PROBE_PREFIX = "_camgate/probe/"  # outside acct/: the S3 backend's capability p
 
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _SEGMENT = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._=-]*")
+_KEY = re.compile(rf"{_SEGMENT.pattern}(?:/{_SEGMENT.pattern})*")
 _PREFIX_TAIL = re.compile(r"[A-Za-z0-9._=-]*")
 
 
@@ -129,7 +130,8 @@ def device_prefix(account_id: str, device_id: str) -> str:
 
 def validate_key(key: str) -> str:
     """Returns ``key`` when every segment is safe for S3 and a file system, else raises ``InvalidKey``."""
-    if not 0 < len(key) <= MAX_KEY_LENGTH or not all(_segment_ok(s) for s in key.split("/")):
+    # One regular expression over the whole key: the sweep checks every key it deletes (100,000s a run).
+    if not (0 < len(key) <= MAX_KEY_LENGTH and _KEY.fullmatch(key)) or ".." in key:
         raise InvalidKey(f"invalid object key {key!r}")
     return key
 

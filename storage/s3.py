@@ -12,6 +12,7 @@ import contextlib
 import functools
 import hashlib
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import datetime
@@ -44,6 +45,7 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 DELETE_BATCH = 1000  # DeleteObjects' limit per request
+VERSIONING_RECHECK_S = 10.0  # how long an "unversioned" answer is believed
 MAX_PRESIGN_S = 7 * 24 * 3600  # SigV4's limit
 _TRANSIENT_CODES = frozenset(
     {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "ServiceUnavailable", "InternalError"}
@@ -85,6 +87,8 @@ class S3Store:
         self._pool = pool
         self._conditional: bool | None = {"always": True, "never": False}.get(settings.conditional_put)
         self._probe_lock = asyncio.Lock()
+        self._versioned: bool | None = None
+        self._versioned_at = 0.0
 
     @classmethod
     async def open(cls, settings: S3StoreSettings) -> "S3Store":
@@ -244,9 +248,17 @@ class S3Store:
         return [(v["Key"], v["VersionId"]) for v in listed]
 
     def _is_versioned(self) -> bool:
-        # Asked on every batch delete, not cached: versioning can be switched on while we run, and a
-        # stale "unversioned" would leave every old version behind. "Suspended" still holds versions.
-        return "Status" in self._client.get_bucket_versioning(Bucket=self.bucket)
+        # A bucket once versioned stays so ("Suspended" still holds versions): that answer is kept. An
+        # "unversioned" answer is kept only VERSIONING_RECHECK_S, so a sweep asks once every few batches
+        # instead of once a batch; versioning switched on within that window would leave old versions
+        # behind, which the lifecycle backstop (noncurrent versions expire after a day) removes.
+        now = time.monotonic()
+        if self._versioned is None or (
+            not self._versioned and now - self._versioned_at > VERSIONING_RECHECK_S
+        ):
+            self._versioned = "Status" in self._client.get_bucket_versioning(Bucket=self.bucket)
+            self._versioned_at = now
+        return self._versioned
 
     def _versions_in(self, folder: str, wanted: set[str]) -> list[tuple[str, str | None]]:
         """Every version and delete marker of the ``wanted`` keys, all in ``folder``.
