@@ -5,7 +5,7 @@ before the sweep has removed them)."""
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import and_, delete, or_, select
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.adapters.db.tables import clips, devices
@@ -14,7 +14,7 @@ from gateway.errors import NotFound, PaymentRequired, Unavailable
 from gateway.ports import Clock
 from gateway.services import audit
 from gateway.services.coverage import coverage_at
-from gateway.services.events import decode_cursor, encode_cursor
+from gateway.services.events import newest_first, page_of
 from storage import StoreRouter
 
 
@@ -77,15 +77,6 @@ class ClipLibrary:
         query = select(clips).where(clips.c.account_id == account_id)
         if device_id is not None:
             query = query.where(clips.c.device_id == device_id)
-        if since is not None:
-            query = query.where(clips.c.captured_at >= since)
-        if until is not None:
-            query = query.where(clips.c.captured_at < until)
-        if cursor is not None:
-            at, last_id = decode_cursor(cursor)
-            query = query.where(
-                or_(clips.c.captured_at < at, and_(clips.c.captured_at == at, clips.c.id < last_id))
-            )
         async with self._db.connect() as conn:
             if device_id is not None:
                 await self._device_of(conn, account_id, device_id)
@@ -97,12 +88,16 @@ class ClipLibrary:
                 )
             ).scalars()
             allowed = [d for d in devices if await self._allowed(conn, account_id, d)]
-            query = query.where(clips.c.device_id.in_(allowed))
-            query = query.order_by(clips.c.captured_at.desc(), clips.c.id.desc()).limit(limit + 1)
+            query = newest_first(
+                query.where(clips.c.device_id.in_(allowed)),
+                clips,
+                since=since,
+                until=until,
+                cursor=cursor,
+                limit=limit,
+            )
             rows = [_clip(r) for r in await conn.execute(query)]
-        more = len(rows) > limit
-        rows = rows[:limit]
-        return rows, encode_cursor(rows[-1].captured_at, rows[-1].id) if more else None
+        return page_of(rows, limit)
 
     async def get(self, account_id: str, clip_id: str) -> Clip:
         """One of the account's clips; ``PlanInactive`` once the device's plan has ended."""

@@ -3,8 +3,9 @@
 import base64
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import and_, delete, or_, select
+from sqlalchemy import Select, Table, and_, delete, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.adapters.db.tables import events
@@ -51,6 +52,48 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         raise InvalidRequest("invalid_cursor", "cursor must be the next_cursor of a previous page") from None
 
 
+def newest_first(
+    query: Select[Any],
+    table: Table,
+    *,
+    since: datetime | None,
+    until: datetime | None,
+    cursor: str | None,
+    limit: int,
+) -> Select[Any]:
+    """``query`` over ``table`` (captured_at, id) narrowed to captures in [since, until) after the cursor,
+    newest first, one row more than ``limit``: ``page_of`` tells from it whether another page follows."""
+    if since is not None:
+        query = query.where(table.c.captured_at >= since)
+    if until is not None:
+        query = query.where(table.c.captured_at < until)
+    if cursor is not None:
+        at, last_id = decode_cursor(cursor)
+        query = query.where(
+            or_(table.c.captured_at < at, and_(table.c.captured_at == at, table.c.id < last_id))
+        )
+    return query.order_by(table.c.captured_at.desc(), table.c.id.desc()).limit(limit + 1)
+
+
+class Captured(Protocol):
+    """A listed row: what a cursor is made of."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def captured_at(self) -> datetime: ...
+
+
+C = TypeVar("C", bound=Captured)
+
+
+def page_of(rows: list[C], limit: int) -> tuple[list[C], str | None]:
+    """The page of a ``newest_first`` query's rows, and the cursor of the next page (None: the last)."""
+    page = rows[:limit]
+    return page, encode_cursor(page[-1].captured_at, page[-1].id) if len(rows) > limit else None
+
+
 def _event(row: object) -> Event:
     return Event(**{name: getattr(row, name) for name in Event.__dataclass_fields__})
 
@@ -72,21 +115,10 @@ class EventService:
             query = query.where(events.c.device_id == flt.device_id)
         if flt.kind is not None:
             query = query.where(events.c.kind == flt.kind)
-        if flt.since is not None:
-            query = query.where(events.c.captured_at >= flt.since)
-        if flt.until is not None:
-            query = query.where(events.c.captured_at < flt.until)
-        if cursor is not None:
-            at, last_id = decode_cursor(cursor)
-            query = query.where(
-                or_(events.c.captured_at < at, and_(events.c.captured_at == at, events.c.id < last_id))
-            )
-        query = query.order_by(events.c.captured_at.desc(), events.c.id.desc()).limit(limit + 1)
+        query = newest_first(query, events, since=flt.since, until=flt.until, cursor=cursor, limit=limit)
         async with self._db.connect() as conn:
             rows = [_event(r) for r in await conn.execute(query)]
-        more = len(rows) > limit
-        rows = rows[:limit]
-        return rows, encode_cursor(rows[-1].captured_at, rows[-1].id) if more else None
+        return page_of(rows, limit)
 
     async def get(self, account_id: str, event_id: str) -> Event:
         """One of the account's events."""

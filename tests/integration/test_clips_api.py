@@ -122,3 +122,22 @@ async def test_an_unknown_device_filter_answers_404(
     token, _, _ = await owner_with_device(client, mailbox, fleet[0])
     resp = await client.get("/v1/clips?device_id=no-such-device", headers=auth(token))
     assert resp.status == 404 and (await resp.json())["code"] == "device_not_found"
+
+
+async def test_clips_come_newest_first_in_cursor_pages(
+    client: TestClient, mailbox: Path, fleet: list[SimDevice], services: Services, clock: ManualClock
+) -> None:
+    token, account_id, device_id = await owner_with_device(client, mailbox, fleet[0])
+    await seed_subscription(services, account_id, device_id)
+    made = []
+    for _ in range(3):
+        made.append(await seed_clip(services, account_id, device_id))
+        clock.advance(minutes=1)
+    first = await (await client.get("/v1/clips?limit=2", headers=auth(token))).json()
+    assert [c["id"] for c in first["items"]] == made[:0:-1]
+    rest = await (
+        await client.get(f"/v1/clips?limit=2&cursor={first['next_cursor']}", headers=auth(token))
+    ).json()
+    assert [c["id"] for c in rest["items"]] == made[:1] and rest["next_cursor"] is None
+    bad = await client.get("/v1/clips?cursor=not-a-cursor", headers=auth(token))
+    assert bad.status == 422 and (await bad.json())["code"] == "invalid_cursor"
