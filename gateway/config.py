@@ -131,11 +131,29 @@ class ClipSettings(Section):
     max_part_bytes: int = Field(
         1024 * 1024, ge=1024, description="Larger parts are dead-lettered unread (the broker's limit)."
     )
-    max_frame_dimension: int = Field(1920, ge=64, description="Frames larger than this are refused.")
+    max_frame_dimension: int = Field(
+        1920, ge=64, le=4096, description="Frames larger than this are refused (within OpenCV's ceiling)."
+    )
     upload_timeout_s: float = Field(
         600.0, gt=0, description="An incomplete clip older than this is abandoned and its parts removed."
     )
     video_workers: int = Field(1, ge=1, description="Threads encoding frame bursts (OpenCV, off the loop).")
+    max_uploads_per_device: int = Field(
+        4, ge=1, description="Clips one camera may have in progress; a new one beyond is dropped."
+    )
+    max_uploads_per_account: int = Field(
+        16, ge=1, description="Clips one account's cameras may have in progress; a new one beyond is dropped."
+    )
+    max_staged_bytes_per_account: int = Field(
+        256 * 1024 * 1024,
+        ge=1024,
+        description="Bytes staged for one account's clips in progress; a clip that would pass it is dropped.",
+    )
+    max_assemblies: int = Field(
+        2,
+        ge=1,
+        description="Clips assembled at once per gateway (each holds its parts and result in memory).",
+    )
 
 
 class SweepSettings(Section):

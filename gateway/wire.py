@@ -139,7 +139,7 @@ class ClipHeader(Header):
     format: ClipFormat
     part: int = Field(ge=0, description="This part's number, from 0.")
     parts: int = Field(ge=1, le=100_000, description="How many parts the clip has.")
-    fps: float | None = Field(None, gt=0, le=60, description="Frame rate; required for jpeg_frames.")
+    fps: float | None = Field(None, ge=1, le=60, description="Frame rate; required for jpeg_frames.")
     body_size: int = Field(ge=1)
 
     @model_validator(mode="after")

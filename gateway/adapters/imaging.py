@@ -1,16 +1,12 @@
 """JPEG validation and thumbnails with OpenCV, in a bounded thread pool (OpenCV releases the GIL)."""
 
 import asyncio
+import re
 import struct
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-import cv2
-import numpy as np
-
-cv2.setNumThreads(1)  # parallelism comes from our pool; OpenCV's own threads would oversubscribe 2 cores
-
-_SOF_MARKERS = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+from gateway.adapters.opencv import cv2, imdecode
 
 
 class BadImage(ValueError):
@@ -24,27 +20,85 @@ class Snapshot:
     thumbnail: bytes
 
 
+# The markers as libjpeg's reader (jdmarker.c, read_markers) treats them.
+_SOI, _EOI, _SOS, _DNL = 0xD8, 0xD9, 0xDA, 0xDC
+_SOF_READ = {0xC0, 0xC1, 0xC2, 0xC9, 0xCA}  # the frame types libjpeg decodes
+_SOF_OTHER = {0xC3, 0xC5, 0xC6, 0xC7, 0xC8, 0xCB, 0xCD, 0xCE, 0xCF}  # libjpeg refuses these
+_STANDALONE = {0x01, *range(0xD0, 0xD8)}  # TEM and RST0-7: no length field
+_SEGMENTS = {0xC4, 0xCC, 0xDB, 0xDD, 0xFE, *range(0xE0, 0xF0)}  # DHT DAC DQT DRI COM APPn: skipped by length
+# After SOS, entropy-coded data runs to the next marker that is neither a stuffed zero (FF00) nor a
+# restart (FFD0-FFD7); FF fill bytes may precede any marker.
+_NEXT_MARKER = re.compile(rb"\xff+([^\x00\xd0-\xd7\xff])")
+
+
 def jpeg_dimensions(data: bytes | memoryview) -> tuple[int, int]:
-    """(width, height) from the JPEG's start-of-frame segment, without decoding pixels."""
-    buf = bytes(data[:65536]) if len(data) > 65536 else bytes(data)
+    """(width, height) of a JPEG as libjpeg will decode it, from its markers, without decoding pixels.
+
+    The walk follows libjpeg's reader: standalone markers (TEM, RST0-7) carry no length, fill bytes
+    (FF) may precede a marker, the first frame header (SOF) is the one decoded, and entropy-coded data
+    after each scan header (SOS) holds stuffed zeros and restart markers. It is stricter than libjpeg,
+    never looser: bytes libjpeg would skip as garbage, a second SOF, a DNL, a zero size, a segment
+    length below 2, a frame type libjpeg cannot decode, an unknown marker, anything after EOI or no EOI
+    at all are refused, so what it reports for an accepted file is what libjpeg reads."""
+    buf = bytes(data)
+    end = len(buf)
     if buf[:2] != b"\xff\xd8":
         raise BadImage("not a JPEG (no SOI marker)")
     pos = 2
-    while pos + 4 <= len(buf):
-        if buf[pos] != 0xFF:
-            raise BadImage("corrupt JPEG segment structure")
-        marker = buf[pos + 1]
-        if marker == 0xFF:  # fill byte
+    size: tuple[int, int] | None = None
+    while True:
+        if pos >= end or buf[pos] != 0xFF:
+            raise BadImage(f"corrupt JPEG: no marker at byte {pos}")
+        while pos < end and buf[pos] == 0xFF:  # fill bytes
             pos += 1
+        if pos >= end:
+            raise BadImage("truncated JPEG (no EOI marker)")
+        marker = buf[pos]
+        pos += 1
+        if marker == _EOI:
+            if size is None:
+                raise BadImage("no frame header found")
+            if pos != end:
+                raise BadImage(f"{end - pos} bytes after the EOI marker")
+            return size
+        if marker in _STANDALONE:
             continue
-        (length,) = struct.unpack_from(">H", buf, pos + 2)
-        if marker in _SOF_MARKERS:
-            if pos + 9 > len(buf):
-                break
-            height, width = struct.unpack_from(">HH", buf, pos + 5)
-            return width, height
-        pos += 2 + length
-    raise BadImage("no frame header found")
+        if marker == _SOI or marker == 0x00:
+            raise BadImage(f"unexpected marker FF{marker:02X} at byte {pos - 2}")
+        if pos + 2 > end:
+            raise BadImage("truncated JPEG segment")
+        length = int.from_bytes(buf[pos : pos + 2])
+        if length < 2 or pos + length > end:
+            raise BadImage(f"bad length {length} of marker FF{marker:02X} at byte {pos - 2}")
+        segment = buf[pos + 2 : pos + length]
+        pos += length
+        if marker in _SOF_READ:
+            if size is not None:
+                raise BadImage("more than one frame header")
+            size = _frame_size(segment)
+        elif marker == _SOS:
+            if size is None:
+                raise BadImage("scan before the frame header")
+            found = _NEXT_MARKER.search(buf, pos)
+            if found is None:
+                raise BadImage("truncated JPEG (no EOI marker)")
+            pos = found.start()
+        elif marker in _SOF_OTHER:
+            raise BadImage(f"unsupported JPEG frame type FF{marker:02X}")
+        elif marker == _DNL:
+            raise BadImage("DNL marker (height defined after the scan)")
+        elif marker not in _SEGMENTS:
+            raise BadImage(f"unknown marker FF{marker:02X} at byte {pos - length - 2}")
+
+
+def _frame_size(segment: bytes) -> tuple[int, int]:
+    """(width, height) from a SOF segment's body (precision, height, width, components...)."""
+    if len(segment) < 6 or len(segment) != 6 + 3 * segment[5]:
+        raise BadImage("malformed frame header")
+    height, width = struct.unpack_from(">HH", segment, 1)
+    if width == 0 or height == 0 or segment[5] == 0:
+        raise BadImage(f"empty frame {width}x{height} (a zero height needs DNL, which is refused)")
+    return width, height
 
 
 def _reduction(width: int, target: int) -> int:
@@ -65,12 +119,10 @@ def make_snapshot(data: bytes | memoryview, *, min_dim: int, max_dim: int, thumb
     width, height = jpeg_dimensions(data)
     if not (min_dim <= width <= max_dim and min_dim <= height <= max_dim):
         raise BadImage(f"{width}x{height} is outside {min_dim}..{max_dim} pixels")
-    if bytes(data[-2:]) != b"\xff\xd9":
-        raise BadImage("truncated JPEG (no EOI marker)")
     factor = _reduction(width, thumb_width)
-    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), _REDUCED[factor])
+    image = imdecode(data, _REDUCED[factor])
     if image is None:
-        raise BadImage("OpenCV cannot decode it")
+        raise BadImage("OpenCV cannot decode it (or it is above OpenCV's pixel ceiling)")
     got_h, got_w = image.shape[:2]
     if abs(got_w - -(-width // factor)) > 1 or abs(got_h - -(-height // factor)) > 1:
         raise BadImage("decoded size disagrees with the frame header")

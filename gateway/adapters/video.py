@@ -12,11 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
-import numpy as np
-
-# Importing imaging also limits OpenCV to one thread per call: parallelism comes from the pools.
 from gateway.adapters.imaging import BadImage, jpeg_dimensions
+from gateway.adapters.opencv import cv2, imdecode
 
 FOURCC = "VP80"
 CONTENT_TYPE = "video/webm"
@@ -38,15 +35,14 @@ class EncodedClip:
 
 
 def frame_size(data: bytes | memoryview, max_dim: int) -> tuple[int, int]:
-    """(width, height) of a JPEG frame from its header, without decoding; BadClip when unusable."""
+    """(width, height) of a JPEG frame as libjpeg reads it, without decoding; BadClip when unusable.
+    The same check as alert snapshots (``imaging.jpeg_dimensions``)."""
     try:
         width, height = jpeg_dimensions(data)
     except BadImage as exc:
         raise BadClip(str(exc)) from None
     if not (MIN_DIMENSION <= width <= max_dim and MIN_DIMENSION <= height <= max_dim):
         raise BadClip(f"{width}x{height} is outside {MIN_DIMENSION}..{max_dim} pixels")
-    if bytes(data[-2:]) != b"\xff\xd9":
-        raise BadClip("truncated JPEG (no EOI marker)")  # libjpeg would decode the top part only
     return width, height
 
 
@@ -69,7 +65,7 @@ def encode_frames(frames: Sequence[bytes | memoryview], fps: float, max_dim: int
                 raise RuntimeError(f"OpenCV cannot open a {FOURCC} writer")  # a broken install, not the clip
             for number, data in enumerate(frames):
                 frame_size(data, max_dim)
-                image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+                image = imdecode(data, cv2.IMREAD_COLOR)
                 if image is None:
                     raise BadClip(f"frame {number} does not decode")
                 if (image.shape[1], image.shape[0]) != size:

@@ -28,6 +28,9 @@ class ClipDrop(StrEnum):
     QUOTA_EXCEEDED = "quota_exceeded"
     OWNER_CHANGED = "owner_changed"  # the camera changed hands while its clip was arriving
     INCOMPLETE = "incomplete"  # parts still missing after the upload timeout
+    TOO_MANY_UPLOADS = "too_many_uploads"  # the camera or its account has its limit of clips in progress
+    STAGING_FULL = "staging_full"  # the account's staged bytes would pass their limit
+    ASSEMBLY_FAILED = "assembly_failed"  # encoding or storing failed for a reason that is not transient
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway import metrics
 from gateway.adapters.db.dialect import insert_ignore
-from gateway.adapters.db.tables import clip_parts, clip_uploads, clips, devices
+from gateway.adapters.db.tables import accounts, clip_parts, clip_uploads, clips, devices
 from gateway.domain.clips import ClipDrop, object_key
+from gateway.services.coverage import staged_bytes
 from gateway.services.ingest import record_dead_letter
 from gateway.wire import ClipHeader, clip_topic
 from storage.errors import InvalidKey
@@ -94,18 +95,56 @@ async def hold(conn: AsyncConnection, upload_id: str) -> bool:
     return bool(touched.rowcount)
 
 
-async def stage(
-    conn: AsyncConnection, upload_id: str, part: int, data: bytes, now: datetime
-) -> tuple[int, int]:
-    """Keeps a part (a redelivered part is a no-op); returns the upload's staged parts and bytes. A new
-    part marks the upload active (``updated_at``): the clean-up times out idle uploads, not slow ones."""
-    values = {"upload_id": upload_id, "part": part, "data": data}
+@dataclass(frozen=True)
+class InProgress:
+    """What is in progress before a new clip is admitted: the uploads receiving for its camera and for
+    its account, and the bytes staged for the account."""
+
+    device_uploads: int
+    account_uploads: int
+    account_staged_bytes: int
+
+
+async def in_progress(conn: AsyncConnection, device_id: str, account_id: str) -> InProgress:
+    """Locks the account's admissions for this transaction, then counts what it has in progress.
+
+    The lock is an update of the account's row (a row lock on PostgreSQL, the write lock on SQLite):
+    first parts of one account are admitted one at a time, so parallel first parts cannot all pass a
+    limit that each of them reads as not reached. First parts are one per clip, so this costs little."""
+    await conn.execute(update(accounts).where(accounts.c.id == account_id).values(status=accounts.c.status))
+    receiving = clip_uploads.c.status == RECEIVING
+    query = select(
+        select(func.count()).where(receiving, clip_uploads.c.device_id == device_id).scalar_subquery(),
+        select(func.count()).where(receiving, clip_uploads.c.account_id == account_id).scalar_subquery(),
+        staged_bytes(account_id),
+    )
+    device_n, account_n, staged = (await conn.execute(query)).one()
+    return InProgress(int(device_n), int(account_n), int(staged))
+
+
+@dataclass(frozen=True)
+class Staged:
+    """After a part is staged: its upload's parts and bytes, and the bytes staged for its account."""
+
+    parts: int
+    bytes: int
+    account_bytes: int
+
+
+async def stage(conn: AsyncConnection, upload: Upload, part: int, data: bytes, now: datetime) -> Staged:
+    """Keeps a part (a redelivered part is a no-op) and counts what is staged. A new part marks the
+    upload active (``updated_at``): the clean-up times out idle uploads, not slow ones."""
+    values = {"upload_id": upload.id, "part": part, "data": data}
     if await insert_ignore(conn, clip_parts, values, ("upload_id", "part")):
-        await conn.execute(update(clip_uploads).where(clip_uploads.c.id == upload_id).values(updated_at=now))
-    size = func.coalesce(func.sum(func.length(clip_parts.c.data)), 0)
-    query = select(func.count(), size).where(clip_parts.c.upload_id == upload_id)
-    count, total = (await conn.execute(query)).one()
-    return int(count), int(total)
+        await conn.execute(update(clip_uploads).where(clip_uploads.c.id == upload.id).values(updated_at=now))
+    mine = clip_parts.c.upload_id == upload.id
+    query = select(
+        select(func.count()).where(mine).scalar_subquery(),
+        select(func.coalesce(func.sum(func.length(clip_parts.c.data)), 0)).where(mine).scalar_subquery(),
+        staged_bytes(upload.account_id),
+    )
+    count, total, account = (await conn.execute(query)).one()
+    return Staged(int(count), int(total), int(account))
 
 
 async def staged_parts(conn: AsyncConnection, upload_id: str) -> list[bytes]:

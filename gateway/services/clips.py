@@ -10,10 +10,13 @@ derived from the camera's clip id and the row inserted once, so two assemblies o
 one of each.
 """
 
+import asyncio
 import logging
 import uuid
 from datetime import datetime, timedelta
 
+from prometheus_client import Gauge
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway import metrics
@@ -39,7 +42,7 @@ from gateway.services.clip_staging import DROPPED, RECEIVING, Upload
 from gateway.services.coverage import coverage_at, quota_bytes, usage
 from gateway.services.ingest import Outcome, Target, read_target, record_dead_letter
 from gateway.wire import ClipFormat, ClipHeader, WireError, decode
-from storage import StoreRouter
+from storage import StorageUnavailable, StoreRouter
 from storage.errors import InvalidKey
 from storage.keys import validate_id
 from storage.tags import retention_tags
@@ -47,6 +50,17 @@ from storage.tags import retention_tags
 log = logging.getLogger(__name__)
 
 _LOOKS = 3  # a part racing its clip's completion or clean-up looks again; once more is always enough
+
+ASSEMBLING = Gauge("camgate_clip_assemblies", "Clips being assembled now (their parts held in memory)")
+
+
+def transient(exc: BaseException) -> bool:
+    """Whether an assembly's failure is one of our dependencies being down (the store, the database's
+    connection, the local disk): then the clip's last part stays unacknowledged and its redelivery
+    assembles again. Anything else would fail again the same way, so the clip is dropped."""
+    if isinstance(exc, StorageUnavailable | OSError | TimeoutError | OperationalError | InterfaceError):
+        return True
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
 
 
 class ClipIngest:
@@ -67,6 +81,8 @@ class ClipIngest:
         self._settings = settings
         self._catalogue = catalogue
         self._clock = clock
+        # Each assembly holds a clip's parts and its encoding in memory (up to ~2x max_clip_bytes).
+        self._assemblies = asyncio.Semaphore(settings.max_assemblies)
 
     async def handle(self, topic: str, serial: str, clip_id: str, payload: bytes) -> Outcome:
         """Processes one part. Idempotent: the same part twice has the effect of once."""
@@ -134,6 +150,36 @@ class ClipIngest:
         if target.account_id is None:
             detail = "the camera is bound to no account"
             return await self._dead_letter(topic, serial, "unbound_device", detail, payload)
+        async with self._db.begin() as conn:
+            if drop is None:
+                busy = await staging.in_progress(conn, target.device_id, target.account_id)
+                drop = self._bounds(serial, header, busy)
+            created = await self._create(conn, target, header, drop, now)
+        if created and drop is not None:
+            staging.count_drop(serial, header.clip_id, drop)
+            return Outcome.DROPPED
+        return None  # the upload exists now (this part's or a concurrent one's): stage into it
+
+    def _bounds(self, serial: str, header: ClipHeader, busy: staging.InProgress) -> ClipDrop | None:
+        """Whether one more clip in progress fits the camera's and the account's limits."""
+        limits = self._settings
+        full = None
+        if busy.device_uploads >= limits.max_uploads_per_device:
+            full = f"{busy.device_uploads} clips of the camera"
+        elif busy.account_uploads >= limits.max_uploads_per_account:
+            full = f"{busy.account_uploads} clips of the account"
+        if full is not None:
+            log.info("clip %s of %s: %s in progress already", header.clip_id, serial, full)
+            return ClipDrop.TOO_MANY_UPLOADS
+        if busy.account_staged_bytes + header.body_size > limits.max_staged_bytes_per_account:
+            return ClipDrop.STAGING_FULL
+        return None
+
+    async def _create(
+        self, conn: AsyncConnection, target: Target, header: ClipHeader, drop: ClipDrop | None, now: datetime
+    ) -> bool:
+        """Inserts the clip's upload row with its decision; False when a concurrent first part did."""
+        assert target.account_id is not None
         values = {
             "id": str(uuid.uuid4()),
             "device_id": target.device_id,
@@ -145,12 +191,7 @@ class ClipIngest:
             "created_at": now,
             "updated_at": now,
         }
-        async with self._db.begin() as conn:
-            created = await insert_ignore(conn, clip_uploads, values, ("device_id", "camera_clip_id"))
-        if created and drop is not None:
-            staging.count_drop(serial, header.clip_id, drop)
-            return Outcome.DROPPED
-        return None  # the upload exists now (this part's or a concurrent one's): stage into it
+        return await insert_ignore(conn, clip_uploads, values, ("device_id", "camera_clip_id"))
 
     async def _stage(
         self, serial: str, upload: Upload, header: ClipHeader, body: bytes, now: datetime
@@ -168,9 +209,12 @@ class ClipIngest:
             if not await staging.hold(conn, upload.id):
                 return None  # dropped, stored or abandoned since the look
             if drop is None:
-                count, total = await staging.stage(conn, upload.id, header.part, body, now)
-                if total > self._settings.max_clip_bytes:
+                staged = await staging.stage(conn, upload, header.part, body, now)
+                count = staged.parts
+                if staged.bytes > self._settings.max_clip_bytes:
                     drop = ClipDrop.CLIP_TOO_LARGE
+                elif staged.account_bytes > self._settings.max_staged_bytes_per_account:
+                    drop = ClipDrop.STAGING_FULL
             if drop is not None:
                 await staging.drop(conn, upload.id, drop, now)
         if drop is not None:
@@ -178,10 +222,21 @@ class ClipIngest:
             return Outcome.DROPPED
         if count < upload.header.parts:
             return Outcome.STAGED
-        return await self._assemble(serial, upload, now)
+        async with self._assemblies:
+            ASSEMBLING.inc()
+            try:
+                return await self._assemble(serial, upload, now)
+            except Exception as exc:
+                if transient(exc):
+                    raise  # the last part stays unacknowledged: its redelivery assembles again
+                log.exception("clip %s of %s: assembly failed", upload.header.clip_id, serial)
+                return await self._drop(serial, upload, ClipDrop.ASSEMBLY_FAILED)
+            finally:
+                ASSEMBLING.dec()
 
     async def _assemble(self, serial: str, upload: Upload, now: datetime) -> Outcome | None:
-        """Encodes or joins the parts, checks the quota, then stores the object and the row."""
+        """Encodes or joins the parts, checks the quota, then stores the object and the row. Raises for
+        any failure but a bad clip: the caller tells the transient ones from the rest."""
         header = upload.header
         async with self._db.connect() as conn:
             chunks = await staging.staged_parts(conn, upload.id)
@@ -210,9 +265,11 @@ class ClipIngest:
             data = b"".join(chunks)  # stored byte for byte
             if not looks_like(header.format, data):
                 return await self._drop(serial, upload, ClipDrop.BAD_VIDEO)
+        staged = sum(len(chunk) for chunk in chunks)
         del chunks
         async with self._db.connect() as conn:
-            if await self._over_quota(conn, upload.account_id, len(data), now):
+            # The usage counts this clip's staged parts: the clip replaces them.
+            if await self._over_quota(conn, upload.account_id, len(data) - staged, now):
                 return await self._drop(serial, upload, ClipDrop.QUOTA_EXCEEDED)
         return await self._store(serial, upload, target, data, shape, now)
 

@@ -9,11 +9,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import ScalarSelect, Select, func, select
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from gateway.adapters.db.tables import clips, devices, events, subscriptions
+from gateway.adapters.db.tables import clip_parts, clip_uploads, clips, devices, events, subscriptions
 from gateway.domain.plans import (
     Billing,
     Catalogue,
@@ -118,21 +118,35 @@ async def quota_bytes(conn: AsyncConnection, catalogue: Catalogue, account_id: s
 
 @dataclass(frozen=True)
 class Usage:
-    """What an account stores now: snapshots with their thumbnails, and clips."""
+    """What an account stores now: snapshots with their thumbnails, clips, and the parts staged for its
+    clips in progress (they take space in the database until the clip is stored or dropped)."""
 
     snapshot_count: int
     snapshot_bytes: int
     clip_count: int
     clip_bytes: int
+    staged_bytes: int = 0
 
     @property
     def total_bytes(self) -> int:
         """Everything the quota counts."""
-        return self.snapshot_bytes + self.clip_bytes
+        return self.snapshot_bytes + self.clip_bytes + self.staged_bytes
+
+
+def staged_bytes(account_id: str) -> ScalarSelect[Any]:
+    """The bytes staged in ``clip_parts`` for the account's clips in progress (a dropped clip's parts
+    are deleted with its drop)."""
+    return (
+        select(func.coalesce(func.sum(func.length(clip_parts.c.data)), 0))
+        .select_from(clip_parts.join(clip_uploads, clip_uploads.c.id == clip_parts.c.upload_id))
+        .where(clip_uploads.c.account_id == account_id)
+        .scalar_subquery()
+    )
 
 
 async def usage(conn: AsyncConnection, account_id: str) -> Usage:
-    """The account's stored objects, from the records (thumbnails count with their snapshot)."""
+    """The account's stored objects, from the records (thumbnails count with their snapshot), and its
+    staged clip parts."""
     snaps = events.c.account_id == account_id
     mine = clips.c.account_id == account_id
     query = select(
@@ -142,6 +156,7 @@ async def usage(conn: AsyncConnection, account_id: str) -> Usage:
         .scalar_subquery(),
         select(func.count()).where(mine).scalar_subquery(),
         select(func.coalesce(func.sum(clips.c.bytes), 0)).where(mine).scalar_subquery(),
+        staged_bytes(account_id),
     )
-    snap_n, snap_b, clip_n, clip_b = (await conn.execute(query)).one()
-    return Usage(int(snap_n), int(snap_b), int(clip_n), int(clip_b))
+    snap_n, snap_b, clip_n, clip_b, staged = (await conn.execute(query)).one()
+    return Usage(int(snap_n), int(snap_b), int(clip_n), int(clip_b), int(staged))
