@@ -155,6 +155,12 @@ class ClipSettings(Section):
         description="Clips assembled at once per gateway (each holds its parts and result in memory).",
     )
 
+    @model_validator(mode="after")
+    def _a_clip_fits_its_staging(self) -> "ClipSettings":
+        if self.max_staged_bytes_per_account < self.max_clip_bytes:
+            raise ValueError("clips.max_staged_bytes_per_account must be at least clips.max_clip_bytes")
+        return self
+
 
 class SweepSettings(Section):
     """The retention sweep (docs/retention.md)."""

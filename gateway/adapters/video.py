@@ -64,7 +64,10 @@ def encode_frames(frames: Sequence[bytes | memoryview], fps: float, max_dim: int
             if not writer.isOpened():
                 raise RuntimeError(f"OpenCV cannot open a {FOURCC} writer")  # a broken install, not the clip
             for number, data in enumerate(frames):
-                frame_size(data, max_dim)
+                try:
+                    frame_size(data, max_dim)
+                except BadClip as exc:
+                    raise BadClip(f"frame {number}: {exc}") from None
                 image = imdecode(data, cv2.IMREAD_COLOR)
                 if image is None:
                     raise BadClip(f"frame {number} does not decode")
