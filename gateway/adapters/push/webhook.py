@@ -17,6 +17,7 @@ import json
 import socket
 from datetime import datetime
 from email.utils import parsedate_to_datetime
+from ipaddress import IPv4Address
 from typing import Any
 
 import aiohttp
@@ -142,7 +143,7 @@ def check_literal(host: str) -> bool:
             "webhook_address_forbidden",
             "the URL points to a loopback, private, link-local, multicast or otherwise non-global address",
         )
-    if str(ip) != host.strip("[]"):  # 16843009 for 1.1.1.1: aiohttp refuses these, so do we, clearly
+    if isinstance(ip, IPv4Address) and str(ip) != host:  # 16843009 for 1.1.1.1: aiohttp refuses it too
         raise InvalidRequest("webhook_url_invalid", f"write the address as {ip}")
     return True
 
