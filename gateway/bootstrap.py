@@ -114,7 +114,7 @@ async def build(settings: Settings, stack: AsyncExitStack, *, clock: Clock | Non
     mqtt = MqttClient(settings.mqtt, INGEST_TOPICS) if settings.mqtt.enabled else None
     publisher: Publisher = mqtt if mqtt is not None else DiscardingPublisher()
     alert_settings = AlertSettingsService(engine, publisher, clock)
-    push = PushService(engine, settings, clock, push_providers(settings.push, http, pepper, clock), stores)
+    push = PushService(engine, settings, clock, push_providers(settings, pepper, clock), stores)
     stack.push_async_callback(push.aclose)  # before the engine and the HTTP session close
     return Services(
         settings=settings,

@@ -5,6 +5,7 @@ typo fails the start instead of being silently ignored.
 """
 
 import copy
+import ipaddress
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -180,16 +181,51 @@ class SweepSettings(Section):
 
 
 class PushSettings(Section):
-    workers: int = Field(4, ge=1, description="Deliveries in flight at once.")
+    workers: int = Field(16, ge=1, description="Deliveries in flight at once (and outbox rows claimed).")
+    per_account_concurrency: int = Field(
+        2, ge=1, description="Deliveries (and outbox rows) of one account in flight at once per instance."
+    )
     poll_s: float = Field(1.0, gt=0, description="Outbox poll interval when idle.")
     max_attempts: int = Field(12, ge=1)
     backoff_base_s: float = Field(2.0, gt=0)
     backoff_max_s: float = Field(3600.0, gt=0)
-    timeout_s: float = Field(10.0, gt=0)
+    timeout_s: float = Field(
+        10.0, gt=0, description="Total deadline of one delivery: look-up, connect, request and answer."
+    )
     allow_private_addresses: bool = Field(
         False, description="Allow webhook URLs on loopback/private networks (development and tests only)."
     )
+    nameservers: list[str] = Field(
+        default_factory=list,
+        description="DNS servers for webhook host names (address or address:port, [v6]:port); "
+        "empty: the system's resolver.",
+    )
     thumbnail_link_ttl_s: int = Field(900, ge=60, description="Lifetime of the thumbnail link in a push.")
+
+    @model_validator(mode="after")
+    def _nameservers_parse(self) -> "PushSettings":
+        self.nameserver_addresses()
+        return self
+
+    def nameserver_addresses(self) -> list[tuple[str, int]]:
+        """``nameservers`` as (address, port) pairs; ValueError names a bad entry."""
+        return [self._address_and_port(entry) for entry in self.nameservers]
+
+    @staticmethod
+    def _address_and_port(entry: str) -> tuple[str, int]:
+        host, port = entry, "53"
+        if entry.startswith("["):  # [2001:db8::53]:5353
+            host, _, rest = entry[1:].partition("]")
+            port = rest.removeprefix(":") or port
+        elif entry.count(":") == 1:  # 192.0.2.53:5353; more colons: a bare IPv6 address
+            host, port = entry.split(":")
+        try:
+            address, number = str(ipaddress.ip_address(host)), int(port)
+        except ValueError:
+            raise ValueError(f"not an IP address with an optional port: {entry!r}") from None
+        if not 0 < number < 65536:
+            raise ValueError(f"port out of range: {entry!r}")
+        return address, number
 
 
 class SmtpSettings(Section):

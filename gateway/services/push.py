@@ -7,10 +7,14 @@ instance's lease simply runs out. Each success is recorded in ``push_deliveries`
 so a target that got an event never gets it again, across retries and restarts. Failed rows come back
 after an exponential backoff with full jitter, or after the receiver's Retry-After when that is longer,
 and are given up after ``push.max_attempts``. A target whose provider says it is gone is removed.
+
+Receivers are untrusted: one may accept the connection and never answer (a tarpit). Each delivery has a
+total deadline (``push.timeout_s``), and an instance keeps at most ``push.per_account_concurrency`` rows
+and deliveries of one account in flight, so a slow receiver only delays its own account's pushes: the
+loop claims new rows while others are still being delivered, skipping accounts already at their bound.
 """
 
 import asyncio
-import contextlib
 import logging
 import os
 import random
@@ -18,12 +22,13 @@ import secrets
 import socket
 import time
 import uuid
+from collections import Counter as Tally
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from prometheus_client import Counter, Histogram
-from sqlalchemy import RowMapping, delete, func, insert, or_, select, update
+from sqlalchemy import RowMapping, case, delete, func, insert, literal, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -128,9 +133,16 @@ class PushService:
         self._instance = (instance or f"{socket.gethostname()}:{os.getpid()}")[:51]
         self._slots = asyncio.Semaphore(self._settings.workers)
         self._loops: dict[asyncio.Event, asyncio.Event] = {}  # each running loop's stop → its "done"
-        # A row's targets are sent concurrently but share `workers` slots with the batch's other rows,
-        # and each send may spend a timeout resolving and another one posting: the lease covers that.
-        self._lease = timedelta(seconds=2 * self._settings.timeout_s * (MAX_TARGETS_PER_ACCOUNT + 1))
+        # Rows in flight by account, and each such account's delivery slots (per_account_concurrency).
+        self._rows_in_flight: Tally[str] = Tally()
+        self._account_slots: dict[str, asyncio.Semaphore] = {}
+        self._claiming = asyncio.Lock()  # claims see each other's rows in flight
+        self._settled = asyncio.Event()  # a row finished: capacity to claim more
+        # An account's rows (at most c of them, up to 10 targets each) share its c delivery slots: 10
+        # waves, each a deadline sending plus, at worst, c - 1 deadlines waiting for a `workers` slot
+        # (no more than c deliveries of each account in flight contend for them). The lease covers that.
+        c = self._settings.per_account_concurrency
+        self._lease = timedelta(seconds=self._settings.timeout_s * (MAX_TARGETS_PER_ACCOUNT * c + 1))
 
     # --- targets ---------------------------------------------------------------------------------
 
@@ -224,61 +236,113 @@ class PushService:
     # --- dispatcher ------------------------------------------------------------------------------
 
     async def run_forever(self, stop: asyncio.Event) -> None:
-        """Dispatches until ``stop`` is set (or ``aclose``), polling every ``push.poll_s`` while idle."""
+        """Dispatches until ``stop`` is set (or ``aclose``): claims due rows whenever there is capacity,
+        without waiting for the rows in flight; polls every ``push.poll_s`` while idle."""
         done = self._loops[stop] = asyncio.Event()
+        rows: set[asyncio.Task[None]] = set()
         try:
             while not stop.is_set():
+                self._settled.clear()
                 try:
-                    handled = await self.run_once()
+                    claims = await self._claim()
                 except Exception:
                     log.exception("push dispatch failed; retrying in %.1f s", self._settings.poll_s)
-                    handled = 0
-                if handled == 0:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), self._settings.poll_s)
+                    claims = []
+                for claim in claims:
+                    task = asyncio.create_task(self._run(claim))
+                    rows.add(task)
+                    task.add_done_callback(rows.discard)
+                if not claims:  # nothing due, or no capacity: wait for a row to finish or the next poll
+                    await _first_of(stop, self._settled, timeout_s=self._settings.poll_s)
+            # Stopped: the deliveries in flight finish (each within its deadline).
+            await asyncio.gather(*rows, return_exceptions=True)
+        except BaseException:
+            for task in rows:  # cancelled: so are the deliveries; their leases run out
+                task.cancel()
+            raise
         finally:
             del self._loops[stop]
             done.set()
 
     async def aclose(self) -> None:
-        """Stops the running loops and waits for their deliveries in flight; runs before the engine
-        closes, so no loop touches a disposed engine whatever order the app and the services stop in."""
+        """Stops the running loops and waits for their deliveries in flight, then closes the providers;
+        runs before the engine closes, so no loop touches a disposed engine whatever order the app and
+        the services stop in."""
         loops = list(self._loops.items())
         for stop, _ in loops:
             stop.set()
         for _, done in loops:
             await done.wait()
+        for provider in self._providers.values():
+            close = getattr(provider, "aclose", None)  # providers with a session of their own
+            if close is not None:
+                await close()
 
     async def run_once(self) -> int:
-        """Claims the due outbox rows (up to ``push.workers``), delivers them; returns how many it handled."""
+        """Claims the due outbox rows there is capacity for (up to ``push.workers``, at most
+        ``push.per_account_concurrency`` per account), delivers them; returns how many it handled."""
         claims = await self._claim()
-        results = await asyncio.gather(*(self._handle(c) for c in claims), return_exceptions=True)
-        for claim, result in zip(claims, results, strict=True):
-            if isinstance(result, BaseException):
-                # The lease runs out and the row is tried again; deliveries already recorded stay done.
-                log.error("push outbox row %d failed", claim.id, exc_info=result)
+        await asyncio.gather(*(self._run(c) for c in claims))
         return len(claims)
 
+    async def _run(self, claim: Claim) -> None:
+        try:
+            await self._handle(claim)
+        except Exception:
+            # The lease runs out and the row is tried again; deliveries already recorded stay done.
+            log.exception("push outbox row %d failed", claim.id)
+        finally:
+            self._rows_in_flight[claim.account_id] -= 1
+            if self._rows_in_flight[claim.account_id] <= 0:
+                del self._rows_in_flight[claim.account_id]
+                del self._account_slots[claim.account_id]
+            self._settled.set()
+
     async def _claim(self) -> list[Claim]:
+        async with self._claiming:
+            free = self._settings.workers - self._rows_in_flight.total()
+            if free <= 0:
+                return []
+            claims = await self._claim_rows(free)
+            per_account = self._settings.per_account_concurrency
+            for claim in claims:
+                self._rows_in_flight[claim.account_id] += 1
+                self._account_slots.setdefault(claim.account_id, asyncio.Semaphore(per_account))
+            return claims
+
+    async def _claim_rows(self, limit: int) -> list[Claim]:
         now = self._clock.now()
         token = f"{self._instance}/{secrets.token_hex(6)}"
+        per_account = self._settings.per_account_concurrency
+        full = [a for a, n in self._rows_in_flight.items() if n >= per_account]
         due = (
             push_outbox.c.done_at.is_(None),
             push_outbox.c.next_attempt_at <= now,
             or_(push_outbox.c.claimed_until.is_(None), push_outbox.c.claimed_until < now),
         )
         candidates = (
-            select(push_outbox.c.id)
+            select(push_outbox.c.id, push_outbox.c.account_id, push_outbox.c.next_attempt_at)
             .where(*due)
             .order_by(push_outbox.c.next_attempt_at, push_outbox.c.id)
-            .limit(self._settings.workers)
+            .limit(limit)
         )
+        if full:
+            candidates = candidates.where(push_outbox.c.account_id.not_in(full))
         if self._db.dialect.name == "postgresql":
             # Instances skip each other's rows instead of queueing behind their locks.
             candidates = candidates.with_for_update(skip_locked=True)
-        # A CTE, not a plain IN (subquery): PostgreSQL may re-run such a subquery, and with SKIP LOCKED
+        # CTEs, not a plain IN (subquery): PostgreSQL may re-run such a subquery, and with SKIP LOCKED
         # each re-run skips the rows just locked and takes the next ones, ignoring the LIMIT.
-        batch = candidates.cte("due_batch")
+        locked = candidates.cte("due_rows")
+        # Of one account, only as many rows as it has room for in this instance: a burst of one
+        # account's rows does not take the batch.
+        rank = func.row_number().over(
+            partition_by=locked.c.account_id, order_by=(locked.c.next_attempt_at, locked.c.id)
+        )
+        ranked = select(locked.c.id, locked.c.account_id, rank.label("rank")).cte("ranked")
+        room = {a: per_account - n for a, n in self._rows_in_flight.items() if n < per_account}
+        allowance = case(room, value=ranked.c.account_id, else_=per_account) if room else literal(per_account)
+        batch = select(ranked.c.id).where(ranked.c.rank <= allowance).cte("due_batch")
         # One statement: SQLite runs it under its write lock, PostgreSQL re-checks `due` on the row it
         # locked, so of two instances racing for a row exactly one gets it.
         claim = (
@@ -367,13 +431,18 @@ class PushService:
 
     async def _deliver(self, claim: Claim, target: PushTarget, notification: Notification) -> DeliveryResult:
         provider = self._providers.get(target.kind)
-        async with self._slots:
+        # The account's slot first: deliveries waiting for it hold none of the `workers` slots.
+        async with self._account_slots[claim.account_id], self._slots:
             started = time.perf_counter()
             if provider is None:
                 result = DeliveryResult(DeliveryOutcome.RETRY, None, f"no provider for {target.kind}")
             else:
                 try:
-                    result = await provider.send(target, notification)
+                    # The provider's own timeouts are not trusted to bound it: this deadline does.
+                    async with asyncio.timeout(self._settings.timeout_s):
+                        result = await provider.send(target, notification)
+                except TimeoutError:
+                    result = DeliveryResult(DeliveryOutcome.RETRY, None, "timeout")
                 except Exception as exc:  # a provider bug must not take the other targets down
                     log.exception("push provider %s failed on target %s", target.kind, target.id)
                     result = DeliveryResult(DeliveryOutcome.RETRY, None, type(exc).__name__)
@@ -441,3 +510,13 @@ class PushService:
 
 def _target(row: RowMapping) -> PushTarget:
     return PushTarget(row["id"], row["account_id"], row["kind"], row["address"], row["created_at"])
+
+
+async def _first_of(*events: asyncio.Event, timeout_s: float) -> None:
+    """Returns when any of ``events`` is set, or after ``timeout_s``."""
+    waits = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waits, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()

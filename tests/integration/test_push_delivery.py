@@ -8,7 +8,7 @@ when a test advances the clock.
 import asyncio
 import json
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -191,6 +191,17 @@ async def seed_event(
     return Seeded(account_id, device_id, event_id, outbox_id)
 
 
+_DISPATCHERS: list[PushService] = []
+
+
+@pytest.fixture(autouse=True)
+async def _close_dispatchers() -> AsyncIterator[None]:
+    """Each dispatcher's providers hold an HTTP session: closed after the test."""
+    yield
+    while _DISPATCHERS:
+        await _DISPATCHERS.pop().aclose()
+
+
 def dispatcher(
     services: Services, *, engine: AsyncEngine | None = None, instance: str = "gw-1", **push: Any
 ) -> PushService:
@@ -198,8 +209,8 @@ def dispatcher(
     settings = services.settings
     if push:
         settings = settings.model_copy(update={"push": settings.push.model_copy(update=push)})
-    providers = push_providers(settings.push, services.http, services.pepper, services.clock)
-    return PushService(
+    providers = push_providers(settings, services.pepper, services.clock)
+    made = PushService(
         engine or services.engine,
         settings,
         services.clock,
@@ -208,6 +219,8 @@ def dispatcher(
         instance=instance,
         jitter=lambda ceiling: ceiling,
     )
+    _DISPATCHERS.append(made)
+    return made
 
 
 async def outbox_row(services: Services, outbox_id: int) -> Any:

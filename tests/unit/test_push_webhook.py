@@ -10,8 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
+from gateway.adapters.push.addresses import literal_address
 from gateway.adapters.push.webhook import (
+    check_literal,
     classify,
     is_forbidden_ip,
     parse_retry_after,
@@ -21,6 +24,7 @@ from gateway.adapters.push.webhook import (
     verify_signature,
     webhook_secret,
 )
+from gateway.config import PushSettings
 from gateway.domain.credentials import keyed_digest
 from gateway.errors import InvalidRequest
 from gateway.ports import DeliveryOutcome, Notification
@@ -128,13 +132,39 @@ def test_status_classes(
         "ff02::1",
         "::ffff:127.0.0.1",
         "::ffff:10.0.0.1",
+        # Python 3.11 calls these global: the policy unwraps or refuses them itself.
+        "64:ff9b::a9fe:a9fe",  # NAT64 (RFC 6052) of 169.254.169.254
+        "64:ff9b::7f00:1",  # NAT64 of 127.0.0.1
+        "64:ff9b:1::a9fe:a9fe",  # NAT64 local-use prefix (RFC 8215)
+        "2002:7f00:1::",  # 6to4 of 127.0.0.1
+        "2002:a00:1::1",  # 6to4 of 10.0.0.1
+        "::127.0.0.1",  # IPv4-compatible (deprecated)
+        "::1.1.1.1",  # IPv4-compatible, even of a global address: nothing routes it
+        "::ffff:0:a9fe:a9fe",  # IPv4-translated (SIIT)
+        "fec0::1",  # site-local (deprecated)
+        "2001:0:4136:e378:8000:63bf:80ff:fffe",  # Teredo (client 127.0.0.1)
+        "2001:db8::1",
+        "3fff::1",  # documentation (RFC 9637)
+        "5f00::1",  # outside 2000::/3
+        "ff0e::1",  # global-scope multicast
+        "fe80::1%eth0",  # any zone
     ],
 )
 def test_non_global_addresses_are_forbidden(address: str) -> None:
     assert is_forbidden_ip(ipaddress.ip_address(address))
 
 
-@pytest.mark.parametrize("address", ["1.1.1.1", "8.8.8.8", "2606:4700:4700::1111", "::ffff:1.1.1.1"])
+@pytest.mark.parametrize(
+    "address",
+    [
+        "1.1.1.1",
+        "8.8.8.8",
+        "2606:4700:4700::1111",
+        "::ffff:1.1.1.1",
+        "64:ff9b::101:101",  # NAT64 of 1.1.1.1: how an IPv6-only host reaches it
+        "2002:101:101::1",  # 6to4 of 1.1.1.1
+    ],
+)
 def test_global_addresses_are_allowed(address: str) -> None:
     assert not is_forbidden_ip(ipaddress.ip_address(address))
 
@@ -156,6 +186,57 @@ def test_bad_urls_are_refused_with_a_stable_code(url: str) -> None:
     with pytest.raises(InvalidRequest) as caught:
         parse_url(url)
     assert caught.value.code == "webhook_url_invalid"
+
+
+@pytest.mark.parametrize(
+    ("host", "expected"),
+    [
+        ("127.0.0.1", "127.0.0.1"),
+        ("2130706433", "127.0.0.1"),  # what getaddrinfo makes of the legacy forms
+        ("0x7f.1", "127.0.0.1"),
+        ("127.1", "127.0.0.1"),
+        ("::1", "::1"),
+        ("hooks.example.com", None),
+        ("cafe.be", None),
+    ],
+)
+def test_literal_addresses_are_read_as_the_c_library_reads_them(host: str, expected: str | None) -> None:
+    ip = literal_address(host)
+    assert (str(ip) if ip is not None else None) == expected
+
+
+def test_a_global_address_in_a_legacy_form_is_refused_not_rewritten() -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        check_literal("16843009")
+    assert caught.value.code == "webhook_url_invalid"
+    assert check_literal("1.1.1.1") and not check_literal("hooks.example.com")
+
+
+def test_production_takes_https_only() -> None:
+    assert str(parse_url("https://1.1.1.1/hook", https_only=True)) == "https://1.1.1.1/hook"
+    assert str(parse_url("http://1.1.1.1/hook")) == "http://1.1.1.1/hook"
+    with pytest.raises(InvalidRequest) as caught:
+        parse_url("http://1.1.1.1/hook", https_only=True)
+    assert caught.value.code == "webhook_https_required"
+
+
+@pytest.mark.parametrize(
+    ("entry", "expected"),
+    [
+        ("192.0.2.53", ("192.0.2.53", 53)),
+        ("127.0.0.1:5353", ("127.0.0.1", 5353)),
+        ("2001:db8::53", ("2001:db8::53", 53)),
+        ("[2001:db8::53]:5353", ("2001:db8::53", 5353)),
+    ],
+)
+def test_nameservers_take_an_optional_port(entry: str, expected: tuple[str, int]) -> None:
+    assert PushSettings(nameservers=[entry]).nameserver_addresses() == [expected]
+
+
+@pytest.mark.parametrize("entry", ["dns.example.com", "127.0.0.1:0", "127.0.0.1:x", "[::1]:70000"])
+def test_bad_nameservers_fail_the_settings(entry: str) -> None:
+    with pytest.raises(ValidationError):
+        PushSettings(nameservers=[entry])
 
 
 def test_good_url_is_kept() -> None:

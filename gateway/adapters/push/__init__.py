@@ -1,14 +1,12 @@
 """Push providers, one module per protocol: the signed webhook now; FCM, APNs and Web Push later."""
 
-import aiohttp
-
 from gateway.adapters.push.webhook import WebhookProvider
-from gateway.config import PushSettings
+from gateway.config import Settings
 from gateway.ports import Clock, PushProvider
 
 
-def push_providers(
-    settings: PushSettings, http: aiohttp.ClientSession, pepper: bytes, clock: Clock
-) -> dict[str, PushProvider]:
-    """Every provider by the target kind it serves."""
-    return {"webhook": WebhookProvider(http, pepper, clock, settings)}
+def push_providers(settings: Settings, pepper: bytes, clock: Clock) -> dict[str, PushProvider]:
+    """Every provider by the target kind it serves; each owns its HTTP session, closed by the push
+    service's ``aclose``."""
+    https_only = settings.environment == "production"
+    return {"webhook": WebhookProvider(pepper, clock, settings.push, https_only=https_only)}

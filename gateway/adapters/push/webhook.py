@@ -4,24 +4,27 @@ The signing secret of a target is never stored: it is ``keyed_digest(pepper, "we
 recomputed when signing and shown to the owner once, when the target is registered.
 
 Webhook URLs are user input that makes the gateway send requests, so they are checked against SSRF: only
-http(s), and unless ``push.allow_private_addresses`` is set, no loopback, private, link-local, multicast
-or otherwise non-global address, whether written as a literal or reached through DNS. The check runs at
-registration and again before every delivery (a name may be re-pointed after registration).
+https (http too outside production), and unless ``push.allow_private_addresses`` is set, only global
+unicast addresses (``addresses.py``), whether written as a literal or reached through DNS. The check runs
+at registration and at every connection: the provider's session resolves through ``VettedResolver`` only,
+so the address checked is the address connected to (``resolver.py``).
 """
 
 import asyncio
 import hashlib
 import hmac
-import ipaddress
 import json
 import socket
 from datetime import datetime
 from email.utils import parsedate_to_datetime
+from ipaddress import IPv4Address
 from typing import Any
 
 import aiohttp
 from yarl import URL
 
+from gateway.adapters.push.addresses import is_forbidden_ip, literal_address
+from gateway.adapters.push.resolver import AddressForbidden, VettedResolver, vetted_resolver
 from gateway.config import PushSettings
 from gateway.domain.credentials import keyed_digest
 from gateway.errors import InvalidRequest
@@ -34,8 +37,6 @@ DELIVERY_HEADER = "X-Camgate-Delivery"
 SIGNATURE_TOLERANCE_S = 300
 _GONE = frozenset({404, 410})
 _RETRY_AFTER_STATUSES = frozenset({429, 503})
-
-IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 def webhook_secret(pepper: bytes, target_id: str) -> str:
@@ -110,15 +111,9 @@ def classify(status: int, retry_after: str | None, now: datetime) -> DeliveryRes
     return DeliveryResult(DeliveryOutcome.RETRY, status, f"HTTP {status}", wait)
 
 
-def is_forbidden_ip(ip: IpAddress) -> bool:
-    """True for anything but a global unicast address (loopback, private, link-local, multicast …)."""
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped  # ::ffff:127.0.0.1 is loopback in disguise (Python 3.11 does not see it)
-    return not ip.is_global or ip.is_multicast
-
-
-def parse_url(raw: str) -> URL:
-    """The URL if it is an absolute http(s) URL with a host and no credentials; else InvalidRequest."""
+def parse_url(raw: str, *, https_only: bool = False) -> URL:
+    """The URL if it is an absolute https (or, unless ``https_only``, http) URL with a host and no
+    credentials; else InvalidRequest."""
     if len(raw) > MAX_URL_LENGTH:
         raise InvalidRequest("webhook_url_invalid", f"the URL is longer than {MAX_URL_LENGTH} characters")
     try:
@@ -132,27 +127,63 @@ def parse_url(raw: str) -> URL:
     if url.user is not None or url.password is not None:
         # Credentials in the URL would sit in the database in clear; the signature authenticates us.
         raise InvalidRequest("webhook_url_invalid", "the URL must not contain a user name or password")
+    if https_only and url.scheme != "https":
+        # Alerts carry device names and thumbnail links: in production they never travel in clear.
+        raise InvalidRequest("webhook_https_required", "webhook URLs must start with https://")
     return url
 
 
-class WebhookProvider:
-    """Delivers alerts as signed JSON POSTs over the shared aiohttp session."""
+def check_literal(host: str) -> bool:
+    """Whether ``host`` is an IP address (vetted here, raising InvalidRequest) rather than a name."""
+    ip = literal_address(host)
+    if ip is None:
+        return False
+    if is_forbidden_ip(ip):
+        raise InvalidRequest(
+            "webhook_address_forbidden",
+            "the URL points to a loopback, private, link-local, multicast or otherwise non-global address",
+        )
+    if isinstance(ip, IPv4Address) and str(ip) != host:  # 16843009 for 1.1.1.1: aiohttp refuses it too
+        raise InvalidRequest("webhook_url_invalid", f"write the address as {ip}")
+    return True
 
-    def __init__(
-        self, http: aiohttp.ClientSession, pepper: bytes, clock: Clock, settings: PushSettings
-    ) -> None:
-        self._http = http
+
+class WebhookProvider:
+    """Delivers alerts as signed JSON POSTs over a session of its own, whose connector resolves through
+    the address policy (``VettedResolver``) and nothing else."""
+
+    def __init__(self, pepper: bytes, clock: Clock, settings: PushSettings, *, https_only: bool) -> None:
         self._pepper = pepper
         self._clock = clock
-        self._timeout = aiohttp.ClientTimeout(total=settings.timeout_s)
-        self._resolve_timeout_s = settings.timeout_s
+        self._settings = settings
+        self._https_only = https_only
         self._allow_private = settings.allow_private_addresses
+        # One deadline for connect (the look-up included), sending and the answer's headers; the body
+        # is never read.
+        self._timeout = aiohttp.ClientTimeout(total=settings.timeout_s)
+        self._resolver: VettedResolver | None = None
+        self._session: aiohttp.ClientSession | None = None
 
     async def check_address(self, address: str) -> str:
-        """The normalised URL, or InvalidRequest (``webhook_url_invalid``, ``webhook_address_forbidden``,
-        ``webhook_host_unresolvable``)."""
-        url = parse_url(address.strip())
-        await self._check_host(url)
+        """The normalised URL, or InvalidRequest (``webhook_url_invalid``, ``webhook_https_required``,
+        ``webhook_address_forbidden``, ``webhook_host_unresolvable``)."""
+        url = parse_url(address.strip(), https_only=self._https_only)
+        host = url.host or ""
+        if self._allow_private or check_literal(host):
+            return str(url)
+        try:
+            async with asyncio.timeout(self._settings.timeout_s):
+                await self._vetted().resolve(host, url.port or 0, socket.AF_UNSPEC)
+        except AddressForbidden:
+            raise InvalidRequest(
+                "webhook_address_forbidden",
+                f"the host name {host!r} resolves to a loopback, private, link-local, multicast or "
+                "otherwise non-global address",
+            ) from None
+        except (OSError, TimeoutError):
+            raise InvalidRequest(
+                "webhook_host_unresolvable", f"the host name {host!r} does not resolve"
+            ) from None
         return str(url)
 
     def secret_for(self, target_id: str) -> str:
@@ -160,9 +191,12 @@ class WebhookProvider:
         return webhook_secret(self._pepper, target_id)
 
     async def send(self, target: PushTarget, notification: Notification) -> DeliveryResult:
-        """One signed POST; redirects are not followed (they could lead past the address check)."""
+        """One signed POST to an address that passed the policy; redirects are not followed (they could
+        lead anywhere)."""
         try:
-            await self._check_host(parse_url(target.address))
+            url = parse_url(target.address, https_only=self._https_only)
+            if not self._allow_private:
+                check_literal(url.host or "")  # a name is vetted by the resolver, at connection time
         except InvalidRequest as exc:
             return DeliveryResult(DeliveryOutcome.RETRY, None, exc.code)
         body = render_body(notification)
@@ -173,40 +207,50 @@ class WebhookProvider:
             SIGNATURE_HEADER: signature(self.secret_for(target.id), int(self._clock.now().timestamp()), body),
         }
         try:
-            async with self._http.post(
+            async with self._http().post(
                 target.address, data=body, headers=headers, timeout=self._timeout, allow_redirects=False
             ) as resp:
                 status, retry_after = resp.status, resp.headers.get("Retry-After")
+        except aiohttp.ClientConnectorDNSError as exc:
+            code = (
+                "webhook_address_forbidden"
+                if isinstance(exc.os_error, AddressForbidden)
+                else ("webhook_host_unresolvable")
+            )
+            return DeliveryResult(DeliveryOutcome.RETRY, None, f"{code}: {exc.os_error}"[:200])
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             return DeliveryResult(DeliveryOutcome.RETRY, None, _describe(exc))
         return classify(status, retry_after, self._clock.now())
 
-    async def _check_host(self, url: URL) -> None:
-        if self._allow_private:
-            return
-        host = url.host or ""
-        try:
-            literal: IpAddress | None = ipaddress.ip_address(host)
-        except ValueError:
-            literal = None
-        addresses = [literal] if literal is not None else await self._resolve(host, url.port)
-        if any(is_forbidden_ip(ip) for ip in addresses):
-            raise InvalidRequest(
-                "webhook_address_forbidden",
-                "the URL points to a loopback, private, link-local or multicast address",
-            )
+    async def aclose(self) -> None:
+        """Closes the session and its resolver (idempotent)."""
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+        resolver, self._resolver = self._resolver, None
+        if resolver is not None:
+            await resolver.close()
 
-    async def _resolve(self, host: str, port: int | None) -> list[IpAddress]:
-        loop = asyncio.get_running_loop()
-        try:
-            async with asyncio.timeout(self._resolve_timeout_s):
-                infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except (OSError, TimeoutError):
-            raise InvalidRequest(
-                "webhook_host_unresolvable", f"the host name {host!r} does not resolve"
-            ) from None
-        # A scoped IPv6 address comes back as "fe80::1%eth0"; the scope does not change its class.
-        return [ipaddress.ip_address(str(info[4][0]).partition("%")[0]) for info in infos]
+    def _vetted(self) -> VettedResolver:
+        # Made on first use: the system resolver needs the running loop.
+        if self._resolver is None:
+            self._resolver = vetted_resolver(
+                self._settings.nameserver_addresses(),
+                timeout_s=self._settings.timeout_s,
+                allow_private=self._allow_private,
+            )
+        return self._resolver
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(
+                resolver=self._vetted(),
+                use_dns_cache=False,  # every connection asks (and vets) afresh
+                limit=0,  # the dispatcher bounds deliveries in flight
+            )
+            # trust_env=False: an HTTP(S)_PROXY from the environment would resolve the name itself.
+            self._session = aiohttp.ClientSession(connector=connector, trust_env=False)
+        return self._session
 
 
 def _describe(exc: BaseException) -> str:
