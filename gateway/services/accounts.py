@@ -3,6 +3,7 @@
 Registrations wait in ``signups`` until confirmed; the ``accounts`` table holds confirmed accounts only.
 """
 
+import asyncio
 import logging
 import secrets
 import uuid
@@ -127,6 +128,7 @@ class AccountService:
         self._login_ident = Window("login_ident", *t.login_per_identifier)
         self._login_addr = Window("login_addr", *t.login_per_address)
         self._dummy_hash: str | None = None
+        self._dummy_lock = asyncio.Lock()
 
     # --- sign-up -------------------------------------------------------------------------------
 
@@ -435,8 +437,9 @@ class AccountService:
         return session
 
     async def _dummy(self) -> str:
-        if self._dummy_hash is None:
-            self._dummy_hash = await self._hasher.hash(secrets.token_hex(16))
+        async with self._dummy_lock:  # one hash, not one per request of the first burst
+            if self._dummy_hash is None:
+                self._dummy_hash = await self._hasher.hash(secrets.token_hex(16))
         return self._dummy_hash
 
     async def authenticate(self, token: str) -> Principal:
