@@ -293,7 +293,11 @@ class AccountService:
         """
         ident = _identifier(raw_identifier)
         now = self._clock.now()
-        invalid = InvalidRequest("invalid_code", "the code is wrong, expired or already used")
+        invalid = InvalidRequest(
+            "invalid_code",
+            "the code is wrong, expired or already used, or the password is not the one given with"
+            " the sign-up it was sent for",
+        )
         async with self._db.begin() as conn:
             reg = await signups.latest_open(conn, ident.value)
             matches = False

@@ -52,7 +52,8 @@ async def sign_up(call: Call) -> s.SignUpAccepted:
     return s.SignUpAccepted(
         identifier=ident.value,
         channel=ident.channel.value,
-        detail="if this identifier can sign up, a code is on its way; confirm it at POST /v1/accounts/confirm",
+        detail="if this identifier can sign up, a code is on its way; confirm it with the same password at"
+        " POST /v1/accounts/confirm",
     )
 
 
