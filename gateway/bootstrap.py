@@ -95,6 +95,7 @@ async def build(settings: Settings, stack: AsyncExitStack, *, clock: Clock | Non
         memory_kib=sec.argon2_memory_kib,
         parallelism=sec.argon2_parallelism,
         workers=sec.hash_workers,
+        queue=sec.hash_queue,
     )
     stack.callback(hasher.close)
     senders = _senders(settings, http)

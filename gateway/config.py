@@ -261,6 +261,9 @@ class SecuritySettings(Section):
     argon2_memory_kib: int = Field(64 * 1024, ge=8 * 1024)
     argon2_parallelism: int = Field(1, ge=1)
     hash_workers: int = Field(2, ge=1, description="Threads for password hashing, off the event loop.")
+    hash_queue: int = Field(
+        32, ge=0, description="Hashes that may wait for a thread; past that, requests get 503 busy."
+    )
 
 
 class ThrottleSettings(Section):
@@ -271,6 +274,8 @@ class ThrottleSettings(Section):
     bind_per_serial: tuple[int, int] = (5, 3600)
     bind_per_account: tuple[int, int] = (20, 3600)
     code_sends_per_identifier: tuple[int, int] = (5, 3600)
+    code_sends_per_address: tuple[int, int] = (20, 3600)
+    code_sends_overall: tuple[int, int] = (1000, 3600)
     code_attempts: int = Field(5, ge=1, description="Wrong confirmations before a code is void.")
     code_ttl_s: int = Field(900, ge=60)
 

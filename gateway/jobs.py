@@ -8,7 +8,7 @@ from datetime import timedelta
 from aiohttp import web
 
 from gateway.bootstrap import Services
-from gateway.services import throttle
+from gateway.services import signups, throttle
 from gateway.services.consumer import Consumer
 
 log = logging.getLogger(__name__)
@@ -52,14 +52,17 @@ def housekeeping(services: Services) -> CleanupContext:
             windows.bind_per_serial,
             windows.bind_per_account,
             windows.code_sends_per_identifier,
+            windows.code_sends_per_address,
+            windows.code_sends_overall,
         )
     )
 
     async def prune_throttle() -> None:
         async with services.engine.begin() as conn:
             removed = await throttle.prune(conn, services.clock.now() - timedelta(seconds=longest))
+            removed += await signups.prune(conn, services.clock.now() - timedelta(seconds=longest))
         if removed:
-            log.info("pruned %d expired throttle entries", removed)
+            log.info("pruned %d expired throttle entries and sign-ups", removed)
 
     return periodic("prune_throttle", 600, prune_throttle)
 

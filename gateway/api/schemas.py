@@ -59,6 +59,12 @@ class IdentifierIn(Request):
 class ConfirmIn(Request):
     identifier: str = Field(min_length=3, max_length=254)
     code: str = Field(min_length=1, max_length=16)
+    password: str = Field(
+        min_length=1,
+        max_length=1024,
+        description="The password given at the sign-up this code was sent for: a code activates only "
+        "the credentials of the person who chose them.",
+    )
 
 
 class AccountOut(Response):

@@ -1,16 +1,22 @@
-"""Accounts: sign-up with a one-time code, log-in sessions with revocable tokens, the profile."""
+"""Accounts: sign-up with a one-time code, log-in sessions with revocable tokens, the profile.
 
+Registrations wait in ``signups`` until confirmed; the ``accounts`` table holds confirmed accounts only.
+"""
+
+import asyncio
 import logging
 import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import insert, select, update
+from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from gateway.adapters.db.tables import accounts, guardian_consents, sessions, verification_codes
+from gateway.adapters.db.tables import accounts, guardian_consents, sessions
 from gateway.adapters.senders import DeliveryFailed
 from gateway.config import Settings
 from gateway.domain.accounts import (
@@ -32,28 +38,13 @@ from gateway.errors import (
     Unavailable,
 )
 from gateway.ports import Clock, Message, MessageSender, PasswordHasher
-from gateway.services import audit
-from gateway.services.throttle import Window
+from gateway.services import audit, signups, throttle
+from gateway.services.signups import GuardianConsent as GuardianConsent  # re-exported: the public API
+from gateway.services.signups import SignUp as SignUp
+from gateway.services.throttle import Reservations, Window
 
 log = logging.getLogger(__name__)
 TOKEN_PREFIX = "cg_"  # noqa: S105 - a public prefix that marks camgate tokens, not a secret
-
-
-@dataclass(frozen=True)
-class GuardianConsent:
-    guardian_name: str
-    guardian_contact: str
-
-
-@dataclass(frozen=True)
-class SignUp:
-    identifier: str
-    password: str
-    birth_date: date
-    region: str
-    display_name: str = ""
-    time_zone: str = "UTC"
-    guardian: GuardianConsent | None = None
 
 
 @dataclass(frozen=True)
@@ -104,6 +95,10 @@ def _column(ident: Identifier) -> str:
     return "email" if ident.channel is Channel.EMAIL else "phone"
 
 
+def _new_code() -> str:
+    return f"{secrets.randbelow(10**6):06d}"
+
+
 def _account(row: dict[str, object]) -> Account:
     return Account(**{name: row[name] for name in Account.__dataclass_fields__})  # type: ignore[arg-type]
 
@@ -127,28 +122,35 @@ class AccountService:
         self._senders = senders
         self._clock = clock
         t = settings.throttle
-        self._code_sends = Window("code_send", *t.code_sends_per_identifier)
+        self._sends_ident = Window("code_send", *t.code_sends_per_identifier)
+        self._sends_addr = Window("code_send_addr", *t.code_sends_per_address)
+        self._sends_all = Window("code_send_all", *t.code_sends_overall)
         self._login_ident = Window("login_ident", *t.login_per_identifier)
         self._login_addr = Window("login_addr", *t.login_per_address)
         self._dummy_hash: str | None = None
+        self._dummy_lock = asyncio.Lock()
 
     # --- sign-up -------------------------------------------------------------------------------
 
-    async def register(self, form: SignUp) -> Identifier:
-        """Creates (or refreshes) a pending account and sends it a one-time code.
+    async def register(self, form: SignUp, *, address: str) -> Identifier:
+        """Records a pending registration and sends the one-time code for it.
 
         An identifier that already belongs to an active account gets a notice instead of a code, and
         the caller sees the same answer either way: sign-up is not an oracle for who has an account.
+        The send limits are reserved before the password is hashed, so refused sign-ups cost no hash.
         """
         ident = _identifier(form.identifier)
         self._check_sign_up(form, ident)
-        password_hash = await self._hasher.hash(form.password)
         now = self._clock.now()
-        column = accounts.c[_column(ident)]
+        sends = await self._reserve_sends(ident, address, now)
+        try:
+            password_hash = await self._hasher.hash(form.password)
+        except Unavailable:  # the hashing queue is full: nothing was sent, the send is given back
+            async with self._db.begin() as conn:
+                await sends.refund(conn)
+            raise
         async with self._db.begin() as conn:
-            await self._throttle_sends(conn, ident, now)
-            existing = (await conn.execute(select(accounts).where(column == ident.value))).mappings().first()
-            if existing is not None and existing["status"] == "active":
+            if await self._account_id(conn, ident) is not None:
                 message = Message(
                     ident.channel,
                     ident.value,
@@ -157,33 +159,19 @@ class AccountService:
                     " If it was you, log in instead. If not, you can ignore this message.",
                 )
             else:
-                values = {
-                    "password_hash": password_hash,
-                    "display_name": form.display_name,
-                    "birth_date": form.birth_date,
-                    "region": form.region,
-                    "time_zone": form.time_zone,
-                    "status": "pending",
-                    "created_at": now,
-                }
-                if existing is None:
-                    account_id = str(uuid.uuid4())
-                    await conn.execute(
-                        insert(accounts).values(id=account_id, **{column.name: ident.value}, **values)
-                    )
-                else:
-                    account_id = existing["id"]
-                    await conn.execute(update(accounts).where(accounts.c.id == account_id).values(**values))
-                if form.guardian is not None:
-                    await conn.execute(
-                        insert(guardian_consents).values(
-                            account_id=account_id,
-                            guardian_name=form.guardian.guardian_name,
-                            guardian_contact=form.guardian.guardian_contact,
-                            recorded_at=now,
-                        )
-                    )
-                message = await self._new_code(conn, account_id, ident, now)
+                reg_id = str(uuid.uuid4())
+                code = _new_code()
+                await signups.open_registration(
+                    conn,
+                    reg_id,
+                    form,
+                    identifier=ident.value,
+                    password_hash=password_hash,
+                    code_hash=keyed_digest(self._pepper, "verify", reg_id, code),
+                    now=now,
+                    ttl_s=self._settings.throttle.code_ttl_s,
+                )
+                message = self._code_message(ident, code)
         await self._deliver(message)
         return ident
 
@@ -196,9 +184,9 @@ class AccountService:
         now = self._clock.now()
         account_id = str(uuid.uuid4())
         async with self._db.begin() as conn:
-            taken = await conn.execute(select(accounts.c.id).where(accounts.c[_column(ident)] == ident.value))
-            if taken.first() is not None:
+            if await self._account_id(conn, ident) is not None:
                 raise Conflict("identifier_taken", f"{ident.value} already has an account")
+            await signups.close_all(conn, ident.value, now)  # sign-ups in progress can no longer confirm
             await conn.execute(
                 insert(accounts).values(
                     id=account_id,
@@ -215,6 +203,10 @@ class AccountService:
             )
             await audit.record(conn, account_id=account_id, actor=actor, action="account.created", at=now)
         return await self.get(account_id)
+
+    async def _account_id(self, conn: AsyncConnection, ident: Identifier) -> str | None:
+        found = await conn.execute(select(accounts.c.id).where(accounts.c[_column(ident)] == ident.value))
+        return found.scalar_one_or_none()
 
     async def _deliver(self, message: Message) -> None:
         try:
@@ -248,30 +240,26 @@ class AccountService:
                 "guardian_consent_required", "people aged 14 to 17 need a guardian's consent to sign up"
             )
 
-    async def _throttle_sends(self, conn: AsyncConnection, ident: Identifier, now: datetime) -> None:
-        wait = await self._code_sends.retry_after(conn, ident.value, now)
-        if wait is not None:
-            raise RateLimited("too_many_codes", "too many codes sent to this address", retry_after=wait)
-        await self._code_sends.hit(conn, ident.value, now)
-
-    async def _new_code(
-        self, conn: AsyncConnection, account_id: str, ident: Identifier, now: datetime
-    ) -> Message:
-        code = f"{secrets.randbelow(10**6):06d}"
-        ttl = self._settings.throttle.code_ttl_s
-        await conn.execute(
-            update(verification_codes)
-            .where(verification_codes.c.account_id == account_id, verification_codes.c.used_at.is_(None))
-            .values(used_at=now)  # a new code voids the older ones
-        )
-        await conn.execute(
-            insert(verification_codes).values(
-                account_id=account_id,
-                code_hash=keyed_digest(self._pepper, "verify", account_id, code),
-                expires_at=now + timedelta(seconds=ttl),
-                created_at=now,
+    async def _reserve_sends(self, ident: Identifier, address: str, now: datetime) -> Reservations:
+        # Reserved (and committed) before any hash or delivery: parallel requests cannot all pass.
+        async with self._db.begin() as conn:
+            held = await throttle.reserve(
+                conn,
+                now,
+                (self._sends_ident, ident.value),
+                (self._sends_addr, address),
+                (self._sends_all, "*"),
             )
-        )
+        if held.refused is not None:
+            raise RateLimited(
+                "too_many_codes",
+                "too many codes requested; try again later",
+                retry_after=held.refused.retry_after or 60,
+            )
+        return held
+
+    def _code_message(self, ident: Identifier, code: str) -> Message:
+        ttl = self._settings.throttle.code_ttl_s
         return Message(
             ident.channel,
             ident.value,
@@ -279,108 +267,136 @@ class AccountService:
             f"Your camgate verification code is {code}. It expires in {ttl // 60} minutes.",
         )
 
-    async def resend_code(self, raw_identifier: str) -> None:
-        """Sends a fresh code to a pending account; silently nothing for any other identifier."""
+    async def resend_code(self, raw_identifier: str, *, address: str) -> None:
+        """Sends a fresh code for the identifier's newest open registration; silently nothing for any
+        other identifier (the send is counted all the same, so the limits tell nothing either)."""
         ident = _identifier(raw_identifier)
         now = self._clock.now()
+        await self._reserve_sends(ident, address, now)
         message = None
         async with self._db.begin() as conn:
-            await self._throttle_sends(conn, ident, now)
-            row = (
-                await conn.execute(
-                    select(accounts.c.id, accounts.c.status).where(accounts.c[_column(ident)] == ident.value)
-                )
-            ).first()
-            if row is not None and row.status == "pending":
-                message = await self._new_code(conn, row.id, ident, now)
+            reg = await signups.latest_open(conn, ident.value)
+            if reg is not None:
+                code = _new_code()
+                digest = keyed_digest(self._pepper, "verify", reg.id, code)
+                await signups.set_code(conn, reg.id, digest, now, self._settings.throttle.code_ttl_s)
+                message = self._code_message(ident, code)
         if message is not None:
             await self._deliver(message)
 
-    async def confirm(self, raw_identifier: str, code: str, *, address: str) -> Account:
-        """Activates a pending account with its one-time code."""
+    async def confirm(self, raw_identifier: str, code: str, password: str, *, address: str) -> Account:
+        """Creates the account of the registration whose code this is, when the password is the one
+        chosen at that sign-up.
+
+        Every refusal is one answer (unknown identifier, active account, void code, wrong code or
+        password) after the same work: no hash is computed unless the code is right.
+        """
         ident = _identifier(raw_identifier)
         now = self._clock.now()
-        invalid = InvalidRequest("invalid_code", "the code is wrong, expired or already used")
+        invalid = InvalidRequest(
+            "invalid_code",
+            "the code is wrong, expired or already used, or the password is not the one given with"
+            " the sign-up it was sent for",
+        )
         async with self._db.begin() as conn:
-            acct = (
-                (await conn.execute(select(accounts).where(accounts.c[_column(ident)] == ident.value)))
-                .mappings()
-                .first()
+            reg = await signups.latest_open(conn, ident.value)
+            matches = False
+            if reg is not None and await signups.take_attempt(
+                conn, reg.id, self._settings.throttle.code_attempts, now
+            ):
+                expected = keyed_digest(self._pepper, "verify", reg.id, code.strip())
+                matches = secrets.compare_digest(expected, reg.code_hash)
+        if reg is None or not matches:  # outside the block: the attempt count above must commit
+            raise invalid
+        # The code proves the mailbox; the password proves the confirmer chose these credentials, so
+        # a code sent for someone else's sign-up with this address activates nothing.
+        if not await self._hasher.verify(reg.password_hash, password):
+            raise invalid
+        async with self._db.begin() as conn:
+            activated = await signups.close(conn, reg.id, now) and await self._account_id(conn, ident) is None
+            if activated:
+                await self._activate(conn, ident, reg, now, address)
+        if not activated:  # a parallel confirmation won, or an operator created the account meanwhile
+            raise invalid
+        return await self.get(reg.id)
+
+    async def _activate(
+        self, conn: AsyncConnection, ident: Identifier, reg: Row[Any], now: datetime, address: str
+    ) -> None:
+        await signups.close_all(conn, ident.value, now)
+        await conn.execute(
+            insert(accounts).values(
+                id=reg.id,
+                **{_column(ident): ident.value},
+                password_hash=reg.password_hash,
+                display_name=reg.display_name,
+                birth_date=reg.birth_date,
+                region=reg.region,
+                time_zone=reg.time_zone,
+                status="active",
+                created_at=reg.created_at,
+                confirmed_at=now,
             )
-            if acct is None:
-                raise invalid
-            if acct["status"] == "active":
-                return _account(dict(acct))
-            vc = (
-                await conn.execute(
-                    select(verification_codes)
-                    .where(
-                        verification_codes.c.account_id == acct["id"],
-                        verification_codes.c.used_at.is_(None),
-                        verification_codes.c.expires_at > now,
-                    )
-                    .order_by(verification_codes.c.id.desc())
-                    .limit(1)
+        )
+        if reg.guardian_name is not None:
+            await conn.execute(
+                insert(guardian_consents).values(
+                    account_id=reg.id,
+                    guardian_name=reg.guardian_name,
+                    guardian_contact=reg.guardian_contact,
+                    recorded_at=reg.created_at,  # given with the sign-up
                 )
-            ).first()
-            if vc is None or vc.attempts >= self._settings.throttle.code_attempts:
-                raise invalid
-            expected = keyed_digest(self._pepper, "verify", acct["id"], code.strip())
-            if not secrets.compare_digest(expected, vc.code_hash):
-                await conn.execute(
-                    update(verification_codes)
-                    .where(verification_codes.c.id == vc.id)
-                    .values(attempts=verification_codes.c.attempts + 1)
-                )
-            else:
-                await conn.execute(
-                    update(verification_codes).where(verification_codes.c.id == vc.id).values(used_at=now)
-                )
-                await conn.execute(
-                    update(accounts)
-                    .where(accounts.c.id == acct["id"])
-                    .values(status="active", confirmed_at=now)
-                )
-                await audit.record(
-                    conn,
-                    account_id=acct["id"],
-                    actor=f"account:{acct['id']}",
-                    action="account.confirmed",
-                    at=now,
-                    address=address,
-                )
-                return _account({**acct, "status": "active"})
-        raise invalid  # outside the block: the attempt count above must commit
+            )
+        await audit.record(
+            conn,
+            account_id=reg.id,
+            actor=f"account:{reg.id}",
+            action="account.confirmed",
+            at=now,
+            address=address,
+        )
 
     # --- sessions ------------------------------------------------------------------------------
 
     async def login(self, raw_identifier: str, password: str, *, address: str, user_agent: str) -> NewSession:
-        """Checks the password and opens a session; throttled per identifier and per address."""
+        """Checks the password and opens a session; throttled per identifier and per address.
+
+        The attempt is reserved in both windows before the hash, so parallel guesses get at most the
+        limit; a successful log-in gives its reservation back and forgets the identifier's failures.
+        """
         ident = _identifier(raw_identifier)
         now = self._clock.now()
         async with self._db.begin() as conn:
-            for window, key in ((self._login_ident, ident.value), (self._login_addr, address)):
-                wait = await window.retry_after(conn, key, now)
-                if wait is not None:
-                    raise RateLimited(
-                        "too_many_login_attempts",
-                        "too many failed log-ins; try again later",
-                        retry_after=wait,
+            held = await throttle.reserve(
+                conn, now, (self._login_ident, ident.value), (self._login_addr, address)
+            )
+            row = reg = None
+            if held.refused is None:
+                row = (
+                    await conn.execute(
+                        select(accounts.c.id, accounts.c.password_hash).where(
+                            accounts.c[_column(ident)] == ident.value
+                        )
                     )
-            row = (
-                await conn.execute(
-                    select(accounts.c.id, accounts.c.password_hash, accounts.c.status).where(
-                        accounts.c[_column(ident)] == ident.value
-                    )
-                )
-            ).first()
-        # An unknown identifier still costs one hash, so timing does not tell who has an account.
-        ok = await self._hasher.verify(row.password_hash if row else await self._dummy(), password)
-        async with self._db.begin() as conn:
-            if row is None or not ok:
-                await self._login_ident.hit(conn, ident.value, now)
-                await self._login_addr.hit(conn, address, now)
-                if row is not None:
+                ).first()
+                reg = None if row is not None else await signups.latest_open(conn, ident.value)
+        if held.refused is not None:
+            raise RateLimited(
+                "too_many_login_attempts",
+                "too many failed log-ins; try again later",
+                retry_after=held.refused.retry_after or self._login_ident.seconds,
+            )
+        try:
+            # An unknown identifier still costs one hash, so timing does not tell who has an account.
+            stored = row.password_hash if row else reg.password_hash if reg else await self._dummy()
+            ok = await self._hasher.verify(stored, password)
+        except Unavailable:  # the hashing queue is full: no guess was checked
+            async with self._db.begin() as conn:
+                await held.refund(conn)
+            raise
+        if not ok:
+            if row is not None:
+                async with self._db.begin() as conn:
                     await audit.record(
                         conn,
                         account_id=row.id,
@@ -389,19 +405,17 @@ class AccountService:
                         at=now,
                         address=address,
                     )
-                fail = True
-            else:
-                fail = False
-        if fail:
             raise Unauthenticated("invalid_credentials", "wrong identifier or password")
-        assert row is not None
-        if row.status != "active":
+        if row is None:  # the password of a registration not yet confirmed
+            async with self._db.begin() as conn:
+                await held.refund(conn)
             raise Forbidden("account_not_confirmed", "confirm the account with the code sent to you first")
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         session = NewSession(
             token, str(uuid.uuid4()), now + timedelta(days=self._settings.security.token_ttl_days)
         )
         async with self._db.begin() as conn:
+            await held.refund(conn)
             await self._login_ident.clear(conn, ident.value)
             await conn.execute(
                 insert(sessions).values(
@@ -427,8 +441,9 @@ class AccountService:
         return session
 
     async def _dummy(self) -> str:
-        if self._dummy_hash is None:
-            self._dummy_hash = await self._hasher.hash(secrets.token_hex(16))
+        async with self._dummy_lock:  # one hash, not one per request of the first burst
+            if self._dummy_hash is None:
+                self._dummy_hash = await self._hasher.hash(secrets.token_hex(16))
         return self._dummy_hash
 
     async def authenticate(self, token: str) -> Principal:

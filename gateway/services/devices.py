@@ -14,7 +14,7 @@ from gateway.domain.binding import BindFacts, BindOutcome, decide_bind
 from gateway.domain.credentials import hash_label_code, label_code_matches, normalise_code
 from gateway.errors import Conflict, InvalidRequest, Locked, NotFound, RateLimited
 from gateway.ports import Clock
-from gateway.services import audit
+from gateway.services import audit, throttle
 from gateway.services.throttle import Window
 
 _SERIAL_MAX = 32
@@ -76,17 +76,20 @@ class DeviceService:
         now = self._clock.now()
         actor = f"account:{account_id}"
         async with self._db.begin() as conn:
-            wait = await self._per_account.retry_after(conn, account_id, now)
-            if wait is not None:
+            # Reserved before the code is compared, atomically: parallel guesses cannot pass the limits.
+            held = await throttle.reserve(
+                conn, now, (self._per_account, account_id), (self._per_serial, serial)
+            )
+            if held.refused is not None and held.refused.window is self._per_account:
                 raise RateLimited(
                     "bind_rate_limited",
                     "too many failed binding attempts from this account",
-                    retry_after=wait,
+                    retry_after=held.refused.retry_after or self._per_account.seconds,
                 )
             row = (await conn.execute(select(devices).where(devices.c.serial == serial))).mappings().first()
             stored = row["code_hash"] if row is not None else self._decoy_hash
             matches = label_code_matches(self._pepper, serial, normalise_code(code), stored)
-            failures, _ = await self._per_serial.hits(conn, serial, now)
+            failures = held.refused.prior if held.refused is not None else held.granted[-1].prior
             facts = BindFacts(
                 device_known=row is not None,
                 code_matches=matches,
@@ -97,7 +100,8 @@ class DeviceService:
                 facts, caller_account_id=account_id, lockout_threshold=self._per_serial.limit
             )
             if outcome is BindOutcome.LOCKED:
-                retry = await self._per_serial.retry_after(conn, serial, now) or self._per_serial.seconds
+                retry = (held.refused.retry_after if held.refused else None) or self._per_serial.seconds
+                await held.refund(conn)  # a try refused by the lock is not the account's failure
                 await audit.record(
                     conn,
                     account_id=account_id,
@@ -112,9 +116,7 @@ class DeviceService:
                     "too many wrong codes for this serial; binding it is paused",
                     retry_after=retry,
                 )
-            elif outcome is BindOutcome.REJECTED:
-                await self._per_serial.hit(conn, serial, now)
-                await self._per_account.hit(conn, account_id, now)
+            elif outcome is BindOutcome.REJECTED:  # the reservations stand as the failure records
                 await audit.record(
                     conn,
                     account_id=account_id,
@@ -124,6 +126,8 @@ class DeviceService:
                     at=now,
                     address=address,
                 )
+            else:  # the code was right: not a failed attempt
+                await held.refund(conn)
         # Refusals are raised after the block so that their counters and audit entries commit.
         if outcome is BindOutcome.LOCKED:
             raise locked

@@ -5,7 +5,7 @@ from pathlib import Path
 from aiohttp.test_utils import TestClient
 from sqlalchemy import select
 
-from gateway.adapters.db.tables import accounts, guardian_consents
+from gateway.adapters.db.tables import guardian_consents, pending_signups
 from gateway.bootstrap import Services
 from tests.support.api import PASSWORD, auth, last_code, new_user, sign_up_body
 from tests.support.clock import ManualClock
@@ -28,8 +28,8 @@ async def test_codes_and_passwords_are_not_stored_in_clear(
     await client.post("/v1/accounts", json=sign_up_body("bo@example.com"))
     code = last_code(mailbox, "bo@example.com")
     async with services.engine.connect() as conn:
-        row = (await conn.execute(select(accounts.c.password_hash))).one()
-        dump = repr((await conn.execute(select(accounts))).all())
+        row = (await conn.execute(select(pending_signups.c.password_hash))).one()
+        dump = repr((await conn.execute(select(pending_signups))).all())
     assert row.password_hash.startswith("$argon2id$")
     assert PASSWORD not in dump and code not in dump
 
@@ -39,15 +39,21 @@ async def test_wrong_codes_void_the_code_after_five_attempts(client: TestClient,
     code = last_code(mailbox, "cy@example.com")
     wrong = "000000" if code != "000000" else "111111"
     for _ in range(5):
-        resp = await client.post("/v1/accounts/confirm", json={"identifier": "cy@example.com", "code": wrong})
+        resp = await client.post(
+            "/v1/accounts/confirm", json={"identifier": "cy@example.com", "code": wrong, "password": PASSWORD}
+        )
         assert resp.status == 422 and (await resp.json())["code"] == "invalid_code"
-    resp = await client.post("/v1/accounts/confirm", json={"identifier": "cy@example.com", "code": code})
+    resp = await client.post(
+        "/v1/accounts/confirm", json={"identifier": "cy@example.com", "code": code, "password": PASSWORD}
+    )
     assert resp.status == 422, "the right code after five wrong ones must be refused"
     assert (
         await client.post("/v1/accounts/resend-code", json={"identifier": "cy@example.com"})
     ).status == 202
     fresh = last_code(mailbox, "cy@example.com")
-    resp = await client.post("/v1/accounts/confirm", json={"identifier": "cy@example.com", "code": fresh})
+    resp = await client.post(
+        "/v1/accounts/confirm", json={"identifier": "cy@example.com", "code": fresh, "password": PASSWORD}
+    )
     assert resp.status == 200
 
 
@@ -55,7 +61,9 @@ async def test_codes_expire(client: TestClient, mailbox: Path, clock: ManualCloc
     await client.post("/v1/accounts", json=sign_up_body("di@example.com"))
     code = last_code(mailbox, "di@example.com")
     clock.advance(minutes=16)
-    resp = await client.post("/v1/accounts/confirm", json={"identifier": "di@example.com", "code": code})
+    resp = await client.post(
+        "/v1/accounts/confirm", json={"identifier": "di@example.com", "code": code, "password": PASSWORD}
+    )
     assert resp.status == 422 and (await resp.json())["code"] == "invalid_code"
 
 
@@ -74,7 +82,7 @@ async def test_sign_up_does_not_reveal_existing_accounts(client: TestClient, mai
     assert resp.status == 201
 
 
-async def test_age_rule(client: TestClient, services: Services) -> None:
+async def test_age_rule(client: TestClient, mailbox: Path, services: Services) -> None:
     # the test clock says 2026-06-01
     child = await client.post("/v1/accounts", json=sign_up_body("kid@example.com", birth_date="2012-06-02"))
     assert child.status == 403 and (await child.json())["code"] == "age_below_minimum"
@@ -86,7 +94,16 @@ async def test_age_rule(client: TestClient, services: Services) -> None:
         json=sign_up_body("teen@example.com", birth_date="2010-01-01", guardian_consent=consent),
     )
     assert teen.status == 202
-    async with services.engine.connect() as conn:
+    confirmed = await client.post(
+        "/v1/accounts/confirm",
+        json={
+            "identifier": "teen@example.com",
+            "code": last_code(mailbox, "teen@example.com"),
+            "password": PASSWORD,
+        },
+    )
+    assert confirmed.status == 200, await confirmed.text()
+    async with services.engine.connect() as conn:  # the consent travels with the sign-up it was given for
         recorded = (await conn.execute(select(guardian_consents))).one()
     assert recorded.guardian_name == "Pat Doe" and recorded.recorded_at is not None
     no_consent = {**consent, "consent": False}

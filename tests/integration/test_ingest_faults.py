@@ -61,10 +61,14 @@ def prepare(database_url: str, data_dir: Path, broker: MosquittoBroker, cameras:
                     PASSWORD,
                     birth_date=services.clock.now().date().replace(year=1990),
                     region="sg",
-                )
+                ),
+                address="test",
             )
             account = await services.accounts.confirm(
-                "crash@example.com", last_code(data_dir / "mailbox", "crash@example.com"), address="test"
+                "crash@example.com",
+                last_code(data_dir / "mailbox", "crash@example.com"),
+                PASSWORD,
+                address="test",
             )
             for cam in fleet:
                 await services.devices.bind(account.id, cam.serial, cam.code, name="", address="test")

@@ -23,7 +23,7 @@ from gateway.config import SmsWebhookSettings, SmtpSettings
 from gateway.domain.accounts import Channel
 from gateway.ports import Message
 from tests.integration.conftest import test_settings
-from tests.support.api import serve, sign_up_body
+from tests.support.api import PASSWORD, serve, sign_up_body
 from tests.support.clock import ManualClock
 
 
@@ -127,7 +127,9 @@ async def test_sign_up_by_email_and_phone_through_real_providers(
         sms_code = re.search(r"code is (\d{6})", received[-1]["text"])
         assert email_code and sms_code and received[-1]["to"] == "+6591234567"
         for ident, code in (("mail@example.com", email_code[1]), ("+6591234567", sms_code[1])):
-            resp = await client.post("/v1/accounts/confirm", json={"identifier": ident, "code": code})
+            resp = await client.post(
+                "/v1/accounts/confirm", json={"identifier": ident, "code": code, "password": PASSWORD}
+            )
             assert resp.status == 200, await resp.text()
         assert not (tmp_path / "mailbox").exists(), "configured providers must be used, not the dev mailbox"
         assert json.dumps(received).count("code is") == 1

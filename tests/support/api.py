@@ -41,7 +41,8 @@ async def new_user(client: TestClient, mailbox: Path, identifier: str) -> str:
     resp = await client.post("/v1/accounts", json=sign_up_body(identifier))
     assert resp.status == 202, await resp.text()
     resp = await client.post(
-        "/v1/accounts/confirm", json={"identifier": identifier, "code": last_code(mailbox, identifier)}
+        "/v1/accounts/confirm",
+        json={"identifier": identifier, "code": last_code(mailbox, identifier), "password": PASSWORD},
     )
     assert resp.status == 200, await resp.text()
     resp = await client.post("/v1/sessions", json={"identifier": identifier, "password": PASSWORD})

@@ -66,7 +66,9 @@ accounts = Table(
     Column("region", String(16), nullable=False),
     Column("time_zone", String(64), nullable=False, server_default="UTC"),
     Column("locale", String(16), nullable=False, server_default="en"),
-    Column("status", String(16), nullable=False),  # pending | active
+    Column(
+        "status", String(16), nullable=False
+    ),  # active (pending sign-ups live in pending_signups; "pending" before 0007)
     Column("created_at", UtcDateTime, nullable=False),
     Column("confirmed_at", UtcDateTime),
     Column("last_login_at", UtcDateTime),
@@ -84,18 +86,27 @@ guardian_consents = Table(
     Column("recorded_at", UtcDateTime, nullable=False),
 )
 
-verification_codes = Table(
-    "verification_codes",
+# One row per sign-up: the credentials chosen and the one-time code sent for them travel together, so a
+# later sign-up for the same identifier closes this one (its code is void) but never rewrites it; the
+# account is created from the registration whose code and password the confirmer presents.
+pending_signups = Table(
+    "pending_signups",
     metadata,
-    Column("id", BigId, primary_key=True, autoincrement=True),
-    Column(
-        "account_id", String(36), ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False, index=True
-    ),
+    Column("id", String(36), primary_key=True),  # becomes the account's id
+    Column("identifier", String(254), nullable=False),  # normalised e-mail or E.164 phone
+    Column("password_hash", String(200), nullable=False),
+    Column("display_name", String(100), nullable=False, server_default=""),
+    Column("birth_date", Date, nullable=False),
+    Column("region", String(16), nullable=False),
+    Column("time_zone", String(64), nullable=False, server_default="UTC"),
+    Column("guardian_name", String(100)),
+    Column("guardian_contact", String(254)),
     Column("code_hash", String(64), nullable=False),
-    Column("expires_at", UtcDateTime, nullable=False),
     Column("attempts", Integer, nullable=False, server_default="0"),
-    Column("used_at", UtcDateTime),
+    Column("expires_at", UtcDateTime, nullable=False),  # of the code
     Column("created_at", UtcDateTime, nullable=False),
+    Column("closed_at", UtcDateTime),  # confirmed, or superseded by a newer sign-up
+    Index("ix_pending_signups_identifier_created_at", "identifier", "created_at"),
 )
 
 sessions = Table(

@@ -46,19 +46,21 @@ async def sign_up(call: Call) -> s.SignUpAccepted:
             display_name=form.display_name,
             time_zone=form.time_zone,
             guardian=GuardianConsent(guardian.guardian_name, guardian.guardian_contact) if guardian else None,
-        )
+        ),
+        address=call.address,
     )
     return s.SignUpAccepted(
         identifier=ident.value,
         channel=ident.channel.value,
-        detail="if this identifier can sign up, a code is on its way; confirm it at POST /v1/accounts/confirm",
+        detail="if this identifier can sign up, a code is on its way; confirm it with the same password at"
+        " POST /v1/accounts/confirm",
     )
 
 
 @api.route(
     "POST",
     "/v1/accounts/confirm",
-    summary="Confirm a new account with its one-time code",
+    summary="Confirm a sign-up with its one-time code and the password chosen for it",
     tag="accounts",
     body=s.ConfirmIn,
     response=s.AccountOut,
@@ -67,7 +69,7 @@ async def sign_up(call: Call) -> s.SignUpAccepted:
 async def confirm_account(call: Call) -> s.AccountOut:
     form = call.body(s.ConfirmIn)
     return account_out(
-        await services(call).accounts.confirm(form.identifier, form.code, address=call.address)
+        await services(call).accounts.confirm(form.identifier, form.code, form.password, address=call.address)
     )
 
 
@@ -81,7 +83,7 @@ async def confirm_account(call: Call) -> s.AccountOut:
     auth=False,
 )
 async def resend_code(call: Call) -> None:
-    await services(call).accounts.resend_code(call.body(s.IdentifierIn).identifier)
+    await services(call).accounts.resend_code(call.body(s.IdentifierIn).identifier, address=call.address)
     return None
 
 
