@@ -361,9 +361,7 @@ clip_uploads = Table(
     Column("header", JSON, nullable=False),  # the first part's header: what every later part must match
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),  # the last part staged: timeouts count from it
-    UniqueConstraint(
-        "device_id", "binding_id", "camera_clip_id", name="uq_clip_uploads_device_binding_clip"
-    ),
+    UniqueConstraint("device_id", "binding_id", "camera_clip_id", name="uq_clip_uploads_device_binding_clip"),
     Index("ix_clip_uploads_updated_at", "updated_at"),
 )
 

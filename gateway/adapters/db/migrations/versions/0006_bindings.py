@@ -99,9 +99,7 @@ def _join_current_binding(name: str, key: str) -> None:
             (devices.c.id == table.c.device_id) & (devices.c.owner_account_id == table.c.account_id),
         )
     )
-    update = (
-        table.update().where(table.c[key] == sa.bindparam("row")).values(binding_id=sa.bindparam("b"))
-    )
+    update = table.update().where(table.c[key] == sa.bindparam("row")).values(binding_id=sa.bindparam("b"))
     for batch in conn.execute(current).yield_per(BACKFILL_BATCH).partitions():
         # One executemany per batch, like 0004: a large table takes seconds, not a round trip per row.
         conn.execute(update, [{"row": r[0], "b": r[1]} for r in batch])
