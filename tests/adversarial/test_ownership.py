@@ -8,11 +8,21 @@ Results are read through the real HTTP API; both databases; the local object sto
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import sqlalchemy as sa
 from aiohttp.test_utils import TestClient
+from alembic import command
 from sqlalchemy import func, select
 
 from device_sim.registry import SimDevice
-from gateway.adapters.db.tables import clip_parts, clips, dead_letters, events
+from gateway.adapters.db.engine import _alembic_config, create_engine, migrate
+from gateway.adapters.db.tables import (
+    clip_parts,
+    clips,
+    dead_letters,
+    device_alert_settings,
+    devices,
+    events,
+)
 from gateway.bootstrap import Services
 from gateway.metrics import ALERTS_DROPPED, CLIPS_DROPPED
 from gateway.services.alert_settings import AlertSettingsService
@@ -252,3 +262,62 @@ async def test_a_clip_id_of_the_previous_owner_is_not_the_new_owners_duplicate(
     (mine,) = (await (await client.get("/v1/clips", headers=auth(b))).json())["items"]
     assert mine["captured_at"] == iso(at(12))
     assert await count(services, clips) == 2
+
+
+async def test_existing_rows_join_the_current_binding_when_migrated(database_url: str) -> None:
+    """Migration 0006: rows of a device's current owner join its (new) binding; a past owner's rows
+    are in the past binding "", so their settings are not read and their ids are no duplicates."""
+    engine = create_engine(database_url)
+    now = START
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(lambda sync: command.upgrade(_alembic_config(sync), "0004"))
+            for account in ("old", "new"):
+                await conn.execute(
+                    sa.text(
+                        "INSERT INTO accounts (id, password_hash, birth_date, region, status, created_at)"
+                        " VALUES (:id, 'x', '1990-01-01', 'sg', 'active', :at)"
+                    ),
+                    {"id": account, "at": now},
+                )
+            for device, owner in (("d-bound", "new"), ("d-free", None)):
+                await conn.execute(
+                    sa.text(
+                        "INSERT INTO devices (id, serial, model, code_hash, broker_secret_hash,"
+                        " owner_account_id, bound_at, imported_at)"
+                        " VALUES (:id, :id, 'm', 'h', 'h', :owner, :bound, :at)"
+                    ),
+                    {"id": device, "owner": owner, "bound": now if owner else None, "at": now},
+                )
+            for event, account, device in (
+                ("e-old", "old", "d-bound"),
+                ("e-new", "new", "d-bound"),
+                ("e-free", "old", "d-free"),
+            ):
+                await conn.execute(
+                    sa.text(
+                        "INSERT INTO events (id, account_id, device_id, camera_event_id, kind, captured_at,"
+                        " received_at, region, snapshot_key, thumbnail_key, snapshot_bytes, width,"
+                        " height, retain_until)"
+                        " VALUES (:id, :account, :device, :id, 'motion', :at, :at, 'sg', 's', 't', 1,"
+                        " 64, 64, :at)"
+                    ),
+                    {"id": event, "account": account, "device": device, "at": now},
+                )
+            await conn.execute(
+                sa.text(
+                    "INSERT INTO device_alert_settings (device_id, account_id, muted, updated_at)"
+                    " VALUES ('d-bound', 'old', :t, :at)"
+                ),
+                {"t": True, "at": now},
+            )
+        await migrate(engine)
+        async with engine.connect() as conn:
+            bindings = dict((await conn.execute(select(devices.c.id, devices.c.binding_id))).all())
+            of_events = dict((await conn.execute(select(events.c.id, events.c.binding_id))).all())
+            of_settings = (await conn.execute(select(device_alert_settings.c.binding_id))).scalar_one()
+        assert bindings["d-free"] is None and len(bindings["d-bound"] or "") == 36
+        assert of_events == {"e-old": "", "e-new": bindings["d-bound"], "e-free": ""}
+        assert of_settings == "", "the previous owner's mute is not the current binding's"
+    finally:
+        await engine.dispose()
