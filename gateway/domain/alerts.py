@@ -12,6 +12,7 @@ class Drop(StrEnum):
     KIND_NOT_WANTED = "kind_not_wanted"  # the account chose other event kinds
     MUTED = "muted"  # the device is muted
     SNOOZED = "snoozed"  # the device is snoozed until a later time
+    BEFORE_BINDING = "before_binding"  # captured before the current owner bound the camera
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ class ClipDrop(StrEnum):
     BAD_VIDEO = "bad_video"  # camera-encoded video that does not start like its format
     QUOTA_EXCEEDED = "quota_exceeded"
     OWNER_CHANGED = "owner_changed"  # the camera changed hands while its clip was arriving
+    BEFORE_BINDING = "before_binding"  # captured before the current owner bound the camera
     INCOMPLETE = "incomplete"  # parts still missing after the upload timeout
     TOO_MANY_UPLOADS = "too_many_uploads"  # the camera or its account has its limit of clips in progress
     STAGING_FULL = "staging_full"  # the account's staged bytes would pass their limit

@@ -1,5 +1,8 @@
 """Alert opt-outs: the account's message-alert switch and event kinds, per-device mute and snooze.
 
+A device's mute and snooze belong to its current binding: a past binding's (the previous owner's, or the
+same owner's before an unbind) are never read, shown or published.
+
 Every change is recorded in the audit log with its old and new value (the consent history) and pushed
 to the affected cameras as their retained config, so they stop sending what nobody wants collected.
 """
@@ -31,6 +34,12 @@ class DeviceAlerts:
     muted: bool
     snoozed_until: datetime | None
     updated_at: datetime | None
+
+
+@dataclass(frozen=True)
+class _Owned:
+    serial: str
+    binding_id: str | None
 
 
 class AlertSettingsService:
@@ -95,15 +104,18 @@ class AlertSettingsService:
         return AccountAlerts(message_alerts, kinds, now)
 
     async def device(self, account_id: str, device_id: str) -> DeviceAlerts:
-        """A device's mute and snooze (the caller must own it)."""
+        """A device's mute and snooze in its current binding (the caller must own it)."""
         async with self._db.connect() as conn:
-            await self._owned_serial(conn, account_id, device_id)
-            return await self._device(conn, device_id)
+            owned = await self._owned(conn, account_id, device_id)
+            return await self._device(conn, device_id, owned.binding_id)
 
-    async def _device(self, conn: AsyncConnection, device_id: str) -> DeviceAlerts:
+    async def _device(self, conn: AsyncConnection, device_id: str, binding_id: str | None) -> DeviceAlerts:
         row = (
             await conn.execute(
-                select(device_alert_settings).where(device_alert_settings.c.device_id == device_id)
+                select(device_alert_settings).where(
+                    device_alert_settings.c.device_id == device_id,
+                    device_alert_settings.c.binding_id == binding_id,
+                )
             )
         ).first()
         if row is None:
@@ -116,8 +128,8 @@ class AlertSettingsService:
         """Mutes/unmutes a device and snoozes it for N minutes (0 ends a snooze)."""
         now = self._clock.now()
         async with self._db.begin() as conn:
-            serial = await self._owned_serial(conn, account_id, device_id)
-            before = await self._device(conn, device_id)
+            owned = await self._owned(conn, account_id, device_id)
+            before = await self._device(conn, device_id, owned.binding_id)
             if snooze_minutes is None:
                 until = before.snoozed_until
             else:
@@ -125,6 +137,7 @@ class AlertSettingsService:
             values = {
                 "device_id": device_id,
                 "account_id": account_id,
+                "binding_id": owned.binding_id,  # replaces a past binding's row
                 "muted": muted,
                 "snoozed_until": until,
                 "updated_at": now,
@@ -147,7 +160,7 @@ class AlertSettingsService:
                 at=now,
                 address=address,
             )
-            await self._publish(conn, serial)
+            await self._publish(conn, owned.serial)
         return DeviceAlerts(muted, until, now)
 
     async def publish_for(self, serial: str) -> None:
@@ -155,22 +168,24 @@ class AlertSettingsService:
         async with self._db.connect() as conn:
             await self._publish(conn, serial)
 
-    async def _owned_serial(self, conn: AsyncConnection, account_id: str, device_id: str) -> str:
-        serial = (
+    async def _owned(self, conn: AsyncConnection, account_id: str, device_id: str) -> _Owned:
+        row = (
             await conn.execute(
-                select(devices.c.serial).where(
+                select(devices.c.serial, devices.c.binding_id).where(
                     devices.c.id == device_id, devices.c.owner_account_id == account_id
                 )
             )
-        ).scalar()
-        if serial is None:
+        ).first()
+        if row is None:
             raise NotFound("device_not_found", "no such device")
-        return str(serial)
+        return _Owned(row.serial, row.binding_id)
 
     async def _publish(self, conn: AsyncConnection, serial: str) -> None:
         row = (
             await conn.execute(
-                select(devices.c.id, devices.c.owner_account_id).where(devices.c.serial == serial)
+                select(devices.c.id, devices.c.owner_account_id, devices.c.binding_id).where(
+                    devices.c.serial == serial
+                )
             )
         ).first()
         if row is None:
@@ -179,7 +194,7 @@ class AlertSettingsService:
             prefs = AlertPrefs(message_alerts=False)  # nobody to alert
         else:
             acct = await self._account(conn, row.owner_account_id)
-            dev = await self._device(conn, row.id)
+            dev = await self._device(conn, row.id, row.binding_id)
             prefs = AlertPrefs(
                 acct.message_alerts,
                 frozenset(acct.event_kinds) if acct.event_kinds is not None else None,

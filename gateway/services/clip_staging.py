@@ -36,10 +36,12 @@ class Upload:
     header: ClipHeader  # the first part's: what every later part must match
 
 
-# The clip's state for one part, in one query: the camera, its stored clip, its upload in progress.
+# The clip's state for one part, in one query: the camera, its stored clip, its upload in progress — in
+# the camera's current binding: a clip id its previous owner used is not this owner's duplicate.
 _STATE_QUERY = (
     select(
         devices.c.id,
+        devices.c.bound_at,
         clips.c.id.label("stored"),
         clip_uploads.c.id.label("upload_id"),
         clip_uploads.c.account_id,
@@ -50,10 +52,13 @@ _STATE_QUERY = (
     .select_from(
         devices.outerjoin(
             clips,
-            (clips.c.device_id == devices.c.id) & (clips.c.camera_clip_id == bindparam("clip_id")),
+            (clips.c.device_id == devices.c.id)
+            & (clips.c.binding_id == devices.c.binding_id)
+            & (clips.c.camera_clip_id == bindparam("clip_id")),
         ).outerjoin(
             clip_uploads,
             (clip_uploads.c.device_id == devices.c.id)
+            & (clip_uploads.c.binding_id == devices.c.binding_id)
             & (clip_uploads.c.camera_clip_id == bindparam("clip_id")),
         )
     )
@@ -68,6 +73,7 @@ class ClipState:
     stored: bool
     upload: Upload | None
     status: str | None
+    bound_at: datetime | None = None  # when the camera's current binding began (None: unbound)
 
 
 async def clip_state(conn: AsyncConnection, serial: str, clip_id: str) -> ClipState | None:
@@ -78,7 +84,7 @@ async def clip_state(conn: AsyncConnection, serial: str, clip_id: str) -> ClipSt
     upload = None
     if row.upload_id is not None:
         upload = Upload(row.upload_id, row.account_id, row.created_at, ClipHeader.model_validate(row.header))
-    return ClipState(row.stored is not None, upload, row.status)
+    return ClipState(row.stored is not None, upload, row.status, row.bound_at)
 
 
 async def hold(conn: AsyncConnection, upload_id: str) -> bool:

@@ -122,6 +122,11 @@ class ClipIngest:
             state = await staging.clip_state(conn, serial, header.clip_id)
         if state is None:
             return await self._dead_letter(topic, serial, "unknown_device", "no such serial", payload)
+        if state.bound_at is not None and header.captured_at < state.bound_at:
+            # The previous owner's clip (queued or re-sent): nothing staged, each part dropped unread.
+            if header.part == 0:  # counted once per clip
+                staging.count_drop(serial, header.clip_id, ClipDrop.BEFORE_BINDING)
+            return Outcome.DROPPED
         if state.stored:
             return Outcome.DUPLICATE  # a redelivery, or a part re-sent after its clip was stored
         if (upload := state.upload) is None:
@@ -185,13 +190,14 @@ class ClipIngest:
             "device_id": target.device_id,
             "camera_clip_id": header.clip_id,
             "account_id": target.account_id,
+            "binding_id": target.binding_id,
             "status": RECEIVING if drop is None else DROPPED,
             "reason": None if drop is None else drop.value,
             "header": header.model_dump(mode="json"),
             "created_at": now,
             "updated_at": now,
         }
-        return await insert_ignore(conn, clip_uploads, values, ("device_id", "camera_clip_id"))
+        return await insert_ignore(conn, clip_uploads, values, ("device_id", "binding_id", "camera_clip_id"))
 
     async def _stage(
         self, serial: str, upload: Upload, header: ClipHeader, body: bytes, now: datetime
@@ -248,7 +254,12 @@ class ClipIngest:
             arrival = None
             if target is not None and target.coverage is not None and target.account_id == upload.account_id:
                 arrival = await self._arrival(conn, target, header, now)
-        if target is None or target.account_id != upload.account_id or target.coverage is None:
+        if (
+            target is None
+            or target.account_id != upload.account_id
+            or target.coverage is None
+            or target.before_binding(header.captured_at)  # unbound and bound again meanwhile
+        ):
             return await self._drop(serial, upload, ClipDrop.OWNER_CHANGED)
         if (drop := self._admission(target, arrival, header, now)) is not None:
             return await self._drop(serial, upload, drop)
@@ -311,6 +322,7 @@ class ClipIngest:
             "id": str(uuid.uuid4()),
             "account_id": target.account_id,
             "device_id": target.device_id,
+            "binding_id": target.binding_id,
             "camera_clip_id": header.clip_id,
             "event_id": header.event_id,
             "region": target.region,
@@ -327,7 +339,7 @@ class ClipIngest:
             "retain_until": until,
         }
         async with self._db.begin() as conn:
-            inserted = await insert_ignore(conn, clips, row, ("device_id", "camera_clip_id"))
+            inserted = await insert_ignore(conn, clips, row, ("device_id", "binding_id", "camera_clip_id"))
             await staging.finish(conn, upload.id)
         if inserted:
             metrics.STORED_BYTES.inc(size)

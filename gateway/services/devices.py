@@ -147,7 +147,12 @@ class DeviceService:
                 claimed = await conn.execute(
                     update(devices)
                     .where(devices.c.id == row["id"], devices.c.owner_account_id.is_(None))
-                    .values(owner_account_id=account_id, bound_at=now, name=name or row["model"])
+                    .values(
+                        owner_account_id=account_id,
+                        bound_at=now,
+                        binding_id=new_binding_id(),
+                        name=name or row["model"],
+                    )
                 )
                 if claimed.rowcount == 0:  # someone else bound it between our read and this write
                     raise Conflict("device_bound_elsewhere", "this camera was just bound to another account")
@@ -228,7 +233,7 @@ class DeviceService:
             await conn.execute(
                 update(devices)
                 .where(devices.c.id == device_id, devices.c.owner_account_id == account_id)
-                .values(owner_account_id=None, bound_at=None, name="")
+                .values(owner_account_id=None, bound_at=None, binding_id=None, name="")
             )
             await audit.record(
                 conn,
@@ -245,4 +250,9 @@ class DeviceService:
 
 def new_device_id() -> str:
     """A fresh public device id."""
+    return str(uuid.uuid4())
+
+
+def new_binding_id() -> str:
+    """A fresh binding id: what the camera sends from now on is this binding's alone."""
     return str(uuid.uuid4())

@@ -33,7 +33,7 @@ from gateway.adapters.db.tables import (
 )
 from gateway.adapters.imaging import BadImage, ImageWorkers
 from gateway.config import IngestSettings
-from gateway.domain.alerts import AlertPrefs, TokenBuckets, collection_decision
+from gateway.domain.alerts import AlertPrefs, Drop, TokenBuckets, collection_decision
 from gateway.domain.plans import Catalogue, Retention
 from gateway.ports import Clock
 from gateway.services.coverage import Coverage, coverage_at
@@ -81,6 +81,13 @@ class Target:
     event_kind: str | None  # kind of the stored event with the looked-up camera event id; None: not stored
     last_seen_at: datetime | None
     coverage: Coverage | None = None  # the plan in force at the capture (None when unbound)
+    binding_id: str | None = None  # the current binding (None when unbound)
+    bound_at: datetime | None = None  # when it started
+
+    def before_binding(self, captured_at: datetime) -> bool:
+        """Captured before the current binding began: the previous owner's (queued in the broker or
+        re-sent by the camera), never the current owner's. The camera's own capture time, unclamped."""
+        return self.bound_at is not None and captured_at < self.bound_at
 
     @property
     def known(self) -> bool:
@@ -101,6 +108,8 @@ _TARGET_QUERY = (
     select(
         devices.c.id,
         devices.c.owner_account_id,
+        devices.c.binding_id,
+        devices.c.bound_at,
         accounts.c.region,
         alert_settings.c.message_alerts,
         alert_settings.c.event_kinds,
@@ -113,14 +122,17 @@ _TARGET_QUERY = (
     .select_from(
         devices.outerjoin(accounts, accounts.c.id == devices.c.owner_account_id)
         .outerjoin(alert_settings, alert_settings.c.account_id == devices.c.owner_account_id)
+        # Settings and the duplicate check are the current binding's: a past owner's never apply.
         .outerjoin(
             device_alert_settings,
             (device_alert_settings.c.device_id == devices.c.id)
-            & (device_alert_settings.c.account_id == devices.c.owner_account_id),
+            & (device_alert_settings.c.binding_id == devices.c.binding_id),
         )
         .outerjoin(
             events,
-            (events.c.device_id == devices.c.id) & (events.c.camera_event_id == bindparam("camera_event_id")),
+            (events.c.device_id == devices.c.id)
+            & (events.c.binding_id == devices.c.binding_id)
+            & (events.c.camera_event_id == bindparam("camera_event_id")),
         )
         .outerjoin(device_presence, device_presence.c.device_id == devices.c.id)
     )
@@ -192,6 +204,10 @@ class IngestService:
             return await self.dead_letter(
                 topic, serial, "unbound_device", "the camera is bound to no account", payload
             )
+        if target.before_binding(header.captured_at):
+            metrics.ALERTS_DROPPED.labels(Drop.BEFORE_BINDING.value).inc()
+            metrics.ALERTS.labels(Outcome.DROPPED.value).inc()
+            return Outcome.DROPPED
         drop = collection_decision(target.prefs, header.kind, now)
         if drop is not None:
             metrics.ALERTS_DROPPED.labels(drop.value).inc()
@@ -254,6 +270,7 @@ class IngestService:
                     "id": event_id,
                     "account_id": target.account_id,
                     "device_id": target.device_id,
+                    "binding_id": target.binding_id,
                     "camera_event_id": header.event_id,
                     "kind": header.kind,
                     "captured_at": captured,
@@ -268,7 +285,7 @@ class IngestService:
                     "height": snap.height,
                     "retain_until": min(captured, now) + target.retention.snapshot_period,
                 },
-                ("device_id", "camera_event_id"),
+                ("device_id", "binding_id", "camera_event_id"),
             )
             if inserted:
                 await conn.execute(
@@ -348,7 +365,17 @@ async def read_target(
         snoozed_until=row.snoozed_until,
     )
     last_seen = row.last_seen_at if row.online else None
-    return Target(row.id, row.owner_account_id, row.region, prefs, row.event_kind, last_seen, cover)
+    return Target(
+        row.id,
+        row.owner_account_id,
+        row.region,
+        prefs,
+        row.event_kind,
+        last_seen,
+        cover,
+        row.binding_id,
+        row.bound_at,
+    )
 
 
 async def record_dead_letter(

@@ -7,6 +7,7 @@ import random
 import threading
 import time
 from contextlib import AsyncExitStack
+from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import func, select
@@ -85,7 +86,9 @@ def publish_all(broker: MosquittoBroker, fleet: list[SimDevice], per_camera: int
         client = broker.client(cam.serial, cam.broker_secret)
         assert not client.connect().is_failure
         for i in range(per_camera):
-            client.publish(f"cam/{cam.serial}/alert", alert(f"{cam.serial}-{i}", body=SMALL))
+            # Captured now, after the binding: earlier captures are not the owner's (dropped).
+            payload = alert(f"{cam.serial}-{i}", body=SMALL, at=datetime.now(UTC))
+            client.publish(f"cam/{cam.serial}/alert", payload)
 
     threads = [threading.Thread(target=camera, args=(cam,)) for cam in fleet]
     for t in threads:

@@ -26,7 +26,7 @@ def alert(
     body = jpeg() if body is None else body
     header = AlertHeader(
         event_id=event_id,
-        captured_at=at or datetime(2026, 6, 1, 11, 59, tzinfo=UTC),
+        captured_at=at or datetime(2026, 6, 1, 12, 0, tzinfo=UTC),
         kind=kind,
         body_size=len(body),
     )

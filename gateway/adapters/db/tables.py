@@ -133,7 +133,10 @@ devices = Table(
     Column("broker_secret_hash", String(200), nullable=False),
     Column("owner_account_id", String(36), ForeignKey("accounts.id", ondelete="SET NULL"), index=True),
     Column("name", String(100), nullable=False, server_default=""),
-    Column("bound_at", UtcDateTime),
+    Column("bound_at", UtcDateTime),  # when the current binding started: earlier captures are not its
+    # The current binding (owner and period): a fresh id at every bind, null while unbound. What a camera
+    # sends is stored, de-duplicated and configured per binding, never for a later owner (issue 8).
+    Column("binding_id", String(36)),
     Column("imported_at", UtcDateTime, nullable=False),
 )
 
@@ -188,6 +191,7 @@ device_alert_settings = Table(
     Column(
         "account_id", String(36), ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False, index=True
     ),
+    Column("binding_id", String(36), nullable=False, server_default=""),  # read only while it is current
     Column("muted", Boolean, nullable=False),
     Column("snoozed_until", UtcDateTime),
     Column("updated_at", UtcDateTime, nullable=False),
@@ -199,6 +203,7 @@ events = Table(
     Column("id", String(36), primary_key=True),
     Column("account_id", String(36), ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
     Column("device_id", String(36), ForeignKey("devices.id", ondelete="CASCADE"), nullable=False),
+    Column("binding_id", String(36), nullable=False, server_default=""),  # "": before bindings were kept
     Column("camera_event_id", String(64), nullable=False),
     Column("kind", String(32), nullable=False),
     Column("captured_at", UtcDateTime, nullable=False),
@@ -215,7 +220,8 @@ events = Table(
     Column("retain_until", UtcDateTime, nullable=False),
     Column("claimed_by", String(64)),  # a sweeper's lease on the row (docs/retention.md)
     Column("claimed_until", UtcDateTime),
-    UniqueConstraint("device_id", "camera_event_id", name="uq_events_device_camera_event"),
+    # Per binding: a camera's next owner may re-use an event id its previous owner's events have.
+    UniqueConstraint("device_id", "binding_id", "camera_event_id", name="uq_events_device_binding_event"),
     Index("ix_events_account_captured", "account_id", "captured_at"),
     Index("ix_events_retain_until", "retain_until"),
 )
@@ -330,6 +336,7 @@ clips = Table(
     Column("id", String(36), primary_key=True),
     Column("account_id", String(36), ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
     Column("device_id", String(36), ForeignKey("devices.id", ondelete="CASCADE"), nullable=False),
+    Column("binding_id", String(36), nullable=False, server_default=""),
     Column("camera_clip_id", String(64), nullable=False),
     Column("event_id", String(64)),  # the camera's id of the alert the clip follows
     Column("region", String(16), nullable=False),
@@ -346,7 +353,7 @@ clips = Table(
     Column("retain_until", UtcDateTime, nullable=False),
     Column("claimed_by", String(64)),
     Column("claimed_until", UtcDateTime),
-    UniqueConstraint("device_id", "camera_clip_id", name="uq_clips_device_camera_clip"),
+    UniqueConstraint("device_id", "binding_id", "camera_clip_id", name="uq_clips_device_binding_clip"),
     Index("ix_clips_account_captured", "account_id", "captured_at"),
     Index("ix_clips_retain_until", "retain_until"),
 )
@@ -359,12 +366,13 @@ clip_uploads = Table(
     Column("device_id", String(36), ForeignKey("devices.id", ondelete="CASCADE"), nullable=False),
     Column("camera_clip_id", String(64), nullable=False),
     Column("account_id", String(36), nullable=False),
+    Column("binding_id", String(36), nullable=False, server_default=""),
     Column("status", String(16), nullable=False),  # receiving | dropped (later parts are dropped too)
     Column("reason", String(64)),  # why it was dropped
     Column("header", JSON, nullable=False),  # the first part's header: what every later part must match
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),  # the last part staged: timeouts count from it
-    UniqueConstraint("device_id", "camera_clip_id", name="uq_clip_uploads_device_camera_clip"),
+    UniqueConstraint("device_id", "binding_id", "camera_clip_id", name="uq_clip_uploads_device_binding_clip"),
     Index("ix_clip_uploads_updated_at", "updated_at"),
 )
 
