@@ -113,8 +113,16 @@ async def rows(services: Services, table: Any) -> list[Any]:
 
 
 def no_control_characters(value: object) -> bool:
-    text = json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else value
-    return not any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in text)
+    """No control character (NUL among them) nor lone surrogate in a text or in a dict's keys and strings,
+    and no non-finite number (PostgreSQL's JSON refuses Infinity)."""
+    if isinstance(value, dict):
+        json.dumps(value, allow_nan=False)
+        texts = [*value, *(v for v in value.values() if isinstance(v, str))]
+    else:
+        texts = [str(value)]
+    return not any(
+        ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 or 0xD800 <= ord(c) <= 0xDFFF for t in texts for c in t
+    )
 
 
 # --- finding 1: one message must not stall ingest -----------------------------------------------------
@@ -145,7 +153,7 @@ async def test_a_deeply_nested_header_over_the_broker_does_not_hold_back_other_a
     token = await new_user(client, mailbox, "deep@example.com")
     for c in (cam, other):
         await client.post("/v1/devices", json={"serial": c.serial, "code": c.code}, headers=auth(token))
-    connect(mosquitto_broker, cam).publish(cam_topic(cam), envelope(b"{" * 4000))
+    connect(mosquitto_broker, cam).publish(cam_topic(cam), envelope(b"[" * 4000 + b"]" * 90))
     sender = connect(mosquitto_broker, other)
     for i in range(3):
         sender.publish(cam_topic(other), alert(f"after-{i}"))
@@ -174,7 +182,6 @@ async def test_a_deeply_nested_header_over_the_broker_does_not_hold_back_other_a
         pytest.param(
             lambda cam: (cam_topic(cam), envelope(alert_header(type="al\x00ert"), jpeg())), id="header-type"
         ),
-        pytest.param(lambda cam: (cam_topic(cam), envelope(alert_header(kind="m\x00"), jpeg())), id="kind"),
         pytest.param(
             lambda cam: (
                 cam_topic(cam),

@@ -9,6 +9,7 @@ and PostgreSQL) and never leaves a message unsettled.
 
 import json
 import struct
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from device_sim.registry import SimDevice
 from gateway.bootstrap import Services
 from gateway.services.ingest import Outcome
 from gateway.wire import WireError, decode, decode_json_header
+from storage.keys import validate_id
 from tests.support.api import auth, new_user
 
 JPEG_ISH = b"\xff\xd8\xff\xe0" + b"\x00" * 60 + b"\xff\xd9"
@@ -55,6 +57,12 @@ VALID_ALERT: dict[str, Any] = {
     "kind": "motion",
     "body_size": len(JPEG_ISH),
 }
+VALID_STATUS: dict[str, Any] = {
+    "type": "status",
+    "online": True,
+    "firmware": "1.0",
+    "at": "2026-06-01T11:59:00Z",
+}
 TIMES = [
     "9999-12-31T23:59:59-23:59",
     "0001-01-01T00:00:00+14:00",
@@ -66,8 +74,8 @@ TIMES = [
 @st.composite
 def mutated_headers(draw: st.DrawFn) -> bytes:
     """A valid alert header with one field replaced, removed or added, serialised with raw number tricks."""
-    header = dict(VALID_ALERT)
-    field = draw(st.sampled_from([*VALID_ALERT, "firmware", "online", "clip_id", "extra\x00"]))
+    header = dict(draw(st.sampled_from([VALID_ALERT, VALID_STATUS])))
+    field = draw(st.sampled_from([*header, "clip_id", "extra\x00"]))
     action = draw(st.sampled_from(["replace", "remove", "number", "time"]))
     if action == "remove":
         header.pop(field, None)
@@ -97,13 +105,32 @@ payloads = st.builds(
 ) | st.binary(max_size=200)
 
 
-@settings(max_examples=300, deadline=None)
-@given(payloads)
-def test_decode_raises_only_wire_errors(payload: bytes) -> None:
+# Valid envelopes (right length, matching body) around a mutated header: these reach the field validators.
+mutated_envelopes = st.builds(envelope, mutated_headers(), st.just(JPEG_ISH), st.none())
+
+
+@settings(max_examples=400, deadline=None)
+@given(mutated_envelopes | payloads)
+def test_decode_raises_only_wire_errors_and_accepts_only_storable_headers(payload: bytes) -> None:
     try:
-        decode(payload)
+        header, _ = decode(payload)
     except WireError as exc:
-        assert exc.reason and "\x00" not in exc.detail
+        assert exc.reason and safe_text(exc.detail)
+        return
+    # What decode accepts can be written to any database and any key: printable strings, ids valid as key
+    # segments, times that exist in UTC.
+    for name, value in header:
+        if isinstance(value, str):
+            assert safe_text(value), name
+        if isinstance(value, datetime):
+            assert value.astimezone(UTC).tzinfo is not None, name
+    for name in ("event_id", "clip_id"):
+        if isinstance(getattr(header, name, None), str):
+            validate_id(getattr(header, name))
+
+
+def safe_text(text: str) -> bool:
+    return not any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 or 0xD800 <= ord(c) <= 0xDFFF for c in text)
 
 
 def storable(value: dict[str, object]) -> bool:
@@ -137,7 +164,10 @@ async def bound(client: TestClient, mailbox: Path, fleet: list[SimDevice]) -> Si
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(payload=payloads, channel=st.sampled_from(["alert", "status", "clip/fuzz-1", "config"]))
+@given(
+    payload=mutated_envelopes | payloads,
+    channel=st.sampled_from(["alert", "status", "clip/fuzz-1", "config"]),
+)
 async def test_ingest_always_settles_hostile_payloads(
     payload: bytes, channel: str, bound: SimDevice, services: Services
 ) -> None:
