@@ -47,6 +47,8 @@ def config_allows(config: ConfigHeader | None, kind: str, now: datetime) -> bool
         return False
     if config.snoozed_until is not None and config.snoozed_until > now:
         return False
+    if config.backoff_until is not None and config.backoff_until > now:
+        return False  # over its rate: the gateway would keep the event but not its snapshot
     return config.event_kinds is None or kind in config.event_kinds
 
 

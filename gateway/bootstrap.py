@@ -130,7 +130,9 @@ async def build(settings: Settings, stack: AsyncExitStack, *, clock: Clock | Non
         events=EventService(engine, stores, clock),
         clips=ClipLibrary(engine, stores, settings.catalogue(), clock),
         plans=PlanService(engine, settings.catalogue(), LedgerProvider(), clock),
-        ingest=IngestService(engine, stores, images, ing, settings.catalogue(), clock, clips=clip_ingest),
+        ingest=IngestService(
+            engine, stores, images, ing, settings.catalogue(), clock, clips=clip_ingest, publisher=publisher
+        ),
         clip_ingest=clip_ingest,
         mqtt=mqtt,
         push=push,

@@ -120,6 +120,20 @@ class IngestSettings(Section):
     attempts_on_error: int = Field(
         5, ge=1, description="Unexpected errors before a message is dead-lettered."
     )
+    overflow_burst: int = Field(
+        200, ge=0, description="Alerts past the rate kept without snapshot, at once (docs/protocol.md)."
+    )
+    overflow_per_minute: float = Field(
+        600.0, gt=0, description="Alerts past the rate kept without snapshot, sustained per minute."
+    )
+    max_clock_skew_s: float = Field(
+        86_400.0,
+        gt=0,
+        description="Capture times are clamped to [received - this, received] for retention.",
+    )
+    stuck_after_s: float = Field(
+        300.0, gt=0, description="Readiness fails when the oldest unacknowledged message is older."
+    )
 
 
 class ClipSettings(Section):

@@ -13,7 +13,27 @@ INGEST_SECONDS = Histogram(
     buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5),
 )
 INGEST_RETRIES = Counter("camgate_ingest_retries_total", "Transient failures retried, by error", ["error"])
-INFLIGHT = Gauge("camgate_ingest_inflight", "Messages received and not yet acknowledged")
+INFLIGHT = Gauge("camgate_ingest_inflight", "Messages being processed now")
+INGEST_HELD = Counter(
+    "camgate_ingest_held_total",
+    "Attempts that left a message unacknowledged because a dependency of ours is down or refuses us",
+    ["reason"],  # storage_refused, unknown_region, storage_unavailable, database_unavailable, io
+)
+UNACKNOWLEDGED = Gauge(
+    "camgate_ingest_unacknowledged", "Messages received from the broker and not yet acknowledged"
+)
+OLDEST_UNACKNOWLEDGED = Gauge(
+    "camgate_ingest_oldest_unacknowledged_seconds",
+    "Age of the oldest message not yet acknowledged (0 when none): what holds back every ack behind it",
+)
+SNAPSHOTS_DROPPED = Counter(
+    "camgate_snapshots_dropped_total",
+    "Events kept without their snapshot, by reason (rate_limited: the camera was over its rate)",
+    ["reason"],
+)
+BACKOFF_NOTICES = Counter(
+    "camgate_backoff_notices_total", "Configs telling a camera over its rate to back off"
+)
 STORED_BYTES = Counter("camgate_stored_bytes_total", "Bytes written to object storage by ingest")
 CLIPS = Counter(
     "camgate_clip_parts_total",

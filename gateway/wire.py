@@ -8,14 +8,16 @@ Every payload is one envelope::
 so a 94 KB JPEG travels as 94 KB (no base64), and the same bytes work on MQTT 3.1.1 and 5.
 """
 
-import json
+import math
 import re
 import struct
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -25,13 +27,22 @@ from pydantic import (
     model_validator,
 )
 
+from gateway import jsonsafe
+from storage.keys import validate_id
+
 MAGIC = b"CG"
 VERSION = 1
 MAX_HEADER_BYTES = 4096
 _PREFIX = struct.Struct(">2sBH")
 TOPIC_ROOT = "cam"
 _SERIAL = re.compile(r"^[A-Z0-9]{8,32}$")
-EVENT_ID = r"^[A-Za-z0-9_.-]{1,64}$"  # the same characters object keys allow
+# The storage key rules (storage.keys.validate_id): starts with a letter or digit, never "..". An id that
+# passed here but not there used to fail only when its key was built, after five retries.
+EVENT_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+MAX_CONTAINERS = 64  # arrays and objects in one header: enough for any header, far below json's recursion
+MAX_TEXT = 256  # the longest free-text field a header may carry
+# C0 and C1 controls (NUL among them), DEL, and lone surrogates (which no UTF-8 text column stores).
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 class WireError(ValueError):
@@ -84,12 +95,47 @@ def parse_topic(name: str) -> Topic:
     except ValueError:
         raise WireError("bad_topic", f"unknown channel in {name!r}") from None
     if channel is Channel.CLIP:
-        if len(parts) != 4 or not re.match(EVENT_ID, parts[3]):
+        if len(parts) != 4 or not re.match(EVENT_ID, parts[3]) or ".." in parts[3]:
             raise WireError("bad_topic", f"a clip topic is cam/<serial>/clip/<clip_id>, not {name!r}")
         return Topic(parts[1], channel, parts[3])
     if len(parts) != 3:
         raise WireError("bad_topic", f"unexpected levels in {name!r}")
     return Topic(parts[1], channel)
+
+
+def _printable(value: str) -> str:
+    if _UNSAFE.search(value):
+        raise ValueError("control characters are not allowed")
+    return value
+
+
+def _key_safe(value: str) -> str:
+    validate_id(value, "event id")  # InvalidKey is a ValueError: a validation error like any other
+    return value
+
+
+WireId = Annotated[str, Field(pattern=EVENT_ID), AfterValidator(_key_safe)]
+"""A camera's event or clip id: valid as a storage key segment (so its keys can always be built)."""
+
+WireText = Annotated[str, Field(max_length=MAX_TEXT), AfterValidator(_printable)]
+"""A string from a camera: at most MAX_TEXT characters, no control characters (PostgreSQL refuses NUL)."""
+
+
+def _utc(value: datetime) -> datetime:
+    # "9999-12-31T23:59-23:59" is a valid ISO time that overflows in UTC: refuse it here, not at the insert.
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("the time cannot be expressed in UTC") from None
+
+
+WireTime = Annotated[AwareDatetime, AfterValidator(_utc)]
+"""A time from a camera, with its zone, converted to UTC (a time that cannot be is refused)."""
+
+
+def printable(value: str, limit: int = MAX_TEXT) -> str:
+    """``value`` with control characters replaced and cut to ``limit``: safe for any text column."""
+    return _UNSAFE.sub("\ufffd", value[:limit])
 
 
 class Header(BaseModel):
@@ -101,11 +147,11 @@ class AlertHeader(Header):
     """An alert with its snapshot as the body."""
 
     type: Literal["alert"] = "alert"
-    event_id: str = Field(pattern=EVENT_ID, description="Unique per camera; a re-send reuses it.")
-    captured_at: AwareDatetime
+    event_id: WireId = Field(description="Unique per camera; a re-send reuses it.")
+    captured_at: WireTime
     kind: str = Field(pattern=r"^[a-z][a-z0-9_]{0,31}$", description="motion, person, sound, …")
     content_type: Literal["image/jpeg"] = "image/jpeg"
-    body_size: int = Field(ge=1)
+    body_size: int = Field(ge=1, le=2**31 - 1)
 
 
 class StatusHeader(Header):
@@ -113,8 +159,8 @@ class StatusHeader(Header):
 
     type: Literal["status"] = "status"
     online: bool
-    firmware: str | None = Field(None, max_length=64)
-    at: AwareDatetime | None = None
+    firmware: Annotated[WireText, Field(max_length=64)] | None = None
+    at: WireTime | None = None
 
 
 class ClipFormat(StrEnum):
@@ -133,14 +179,14 @@ class ClipHeader(Header):
     """
 
     type: Literal["clip"] = "clip"
-    clip_id: str = Field(pattern=EVENT_ID, description="Unique per camera; usually the alert's event id.")
-    event_id: str | None = Field(None, pattern=EVENT_ID, description="The alert this clip belongs to.")
-    captured_at: AwareDatetime = Field(description="Start of the recording: fixes the clip's retention.")
+    clip_id: WireId = Field(description="Unique per camera; usually the alert's event id.")
+    event_id: WireId | None = Field(None, description="The alert this clip belongs to.")
+    captured_at: WireTime = Field(description="Start of the recording: fixes the clip's retention.")
     format: ClipFormat
     part: int = Field(ge=0, description="This part's number, from 0.")
     parts: int = Field(ge=1, le=100_000, description="How many parts the clip has.")
     fps: float | None = Field(None, ge=1, le=60, description="Frame rate; required for jpeg_frames.")
-    body_size: int = Field(ge=1)
+    body_size: int = Field(ge=1, le=2**31 - 1)
 
     @model_validator(mode="after")
     def _consistent(self) -> "ClipHeader":
@@ -156,9 +202,14 @@ class ConfigHeader(Header):
 
     type: Literal["config"] = "config"
     alerts_enabled: bool
-    event_kinds: list[str] | None = Field(None, description="None: all kinds.")
-    snoozed_until: AwareDatetime | None = None
-    issued_at: AwareDatetime
+    event_kinds: list[Annotated[WireText, Field(max_length=32)]] | None = Field(
+        None, max_length=64, description="None: all kinds."
+    )
+    snoozed_until: WireTime | None = None
+    backoff_until: WireTime | None = Field(
+        None, description="Over its alert rate: snapshots sent before this are not stored (docs/protocol.md)."
+    )
+    issued_at: WireTime
 
 
 AnyHeader = Annotated[AlertHeader | ClipHeader | StatusHeader | ConfigHeader, Field(discriminator="type")]
@@ -186,11 +237,17 @@ def decode(payload: bytes) -> tuple[AlertHeader | ClipHeader | StatusHeader | Co
         raise WireError("truncated", f"header length {length} exceeds the payload")
     view = memoryview(payload)
     try:
-        header = _headers.validate_json(bytes(view[_PREFIX.size : _PREFIX.size + length]))
+        value = jsonsafe.loads(
+            bytes(view[_PREFIX.size : _PREFIX.size + length]), max_containers=MAX_CONTAINERS
+        )
+        header = _headers.validate_python(value)
+    except jsonsafe.JsonRejected as exc:
+        raise WireError("bad_header", printable(str(exc))) from None
     except ValidationError as exc:
-        first = exc.errors()[0]
+        first = exc.errors(include_url=False, include_input=False)[0]
         where = ".".join(str(p) for p in first["loc"])
-        raise WireError("bad_header", f"{where}: {first['msg']}") from None
+        # The message may quote the sender's text (a bad tag, a key): never let it carry a NUL onwards.
+        raise WireError("bad_header", printable(f"{where}: {first['msg']}", 300)) from None
     body = view[_PREFIX.size + length :]
     if isinstance(header, AlertHeader | ClipHeader) and len(body) != header.body_size:
         raise WireError("size_mismatch", f"header says {header.body_size} bytes, body has {len(body)}")
@@ -198,10 +255,37 @@ def decode(payload: bytes) -> tuple[AlertHeader | ClipHeader | StatusHeader | Co
 
 
 def decode_json_header(raw: bytes) -> dict[str, object]:
-    """The header of an envelope as plain JSON (for dead-letter records), or {} when unreadable."""
+    """The header of an envelope as a sanitised flat dict for dead-letter records; never raises.
+
+    Only top-level scalars are kept (strings cleaned and cut, numbers finite), at most 32 of them; an
+    unreadable header gives ``{"unreadable": <why>}``.
+    """
     try:
         _, _, length = _PREFIX.unpack_from(raw)
-        value = json.loads(raw[_PREFIX.size : _PREFIX.size + min(length, MAX_HEADER_BYTES)])
-    except (struct.error, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}
+        value = jsonsafe.loads(
+            raw[_PREFIX.size : _PREFIX.size + min(length, MAX_HEADER_BYTES)], max_containers=MAX_CONTAINERS
+        )
+    except struct.error:
+        return {"unreadable": "truncated"}
+    except jsonsafe.JsonRejected:
+        return {"unreadable": "not JSON, or nested too deeply"}
+    if not isinstance(value, dict):
+        return {"unreadable": "not a JSON object"}
+    clean: dict[str, object] = {}
+    for key, item in list(value.items())[:32]:
+        clean[printable(str(key), 64)] = _scalar(item)
+    return clean
+
+
+def _scalar(item: object) -> object:
+    if item is None or isinstance(item, bool):
+        return item
+    if isinstance(item, int):
+        return (
+            item if abs(item) < 2**53 else printable(str(item), 40)
+        )  # JSON numbers beyond stay exact as text
+    if isinstance(item, float):
+        return item if math.isfinite(item) else None  # Infinity/NaN are not JSON: PostgreSQL refuses them
+    if isinstance(item, str):
+        return printable(item)
+    return f"<{type(item).__name__}>"  # nested values are not kept

@@ -11,7 +11,9 @@ Exceptions (all from ``storage.errors``)::
     ├── ObjectNotFound      (also LookupError) ``get`` of a missing key (``head`` returns None instead)
     ├── StorageUnavailable  transient and already retried: connection refused/reset, timeouts, 5xx,
     │                       throttling, disk full. Retry later; leave the MQTT message unacknowledged
-    ├── StorageRejected     permanent: access denied, no such bucket, bad request (``.code``)
+    ├── StorageRejected     permanent for this request: a bad request (``.code``)
+    │   └── StorageRefused  the backend refuses us (access denied, no such bucket, bad or expired
+    │                       credentials, wrong region): configuration; wait like an outage, alert ops
     └── UnknownRegion       (also LookupError) no store configured for an account's region
 
 Idempotent creation: ``put(..., if_absent=True)`` returns ``PutResult(created=False)`` when the object is
@@ -22,6 +24,7 @@ from storage.errors import (
     InvalidKey,
     ObjectNotFound,
     StorageError,
+    StorageRefused,
     StorageRejected,
     StorageUnavailable,
     UnknownRegion,
@@ -45,6 +48,7 @@ __all__ = [
     "S3Store",
     "S3StoreSettings",
     "StorageError",
+    "StorageRefused",
     "StorageRejected",
     "StorageSettings",
     "StorageUnavailable",

@@ -31,6 +31,13 @@ class StorageRejected(StorageError):
         self.code = code
 
 
+class StorageRefused(StorageRejected):
+    """The backend refuses *us*, whatever we send: access denied, no such bucket, invalid or expired
+    credentials, the wrong endpoint region. An operator must fix the configuration; until then the store
+    is as good as down, so work that needs it waits (an MQTT message stays unacknowledged) instead of
+    being given up."""
+
+
 class UnknownRegion(StorageError, LookupError):
     """No store is configured for the region an account names."""
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TypeVar
 from uuid import uuid4
 
-from storage.errors import ObjectNotFound, StorageRejected, StorageUnavailable
+from storage.errors import ObjectNotFound, StorageRefused, StorageUnavailable
 from storage.keys import validate_folder_prefix, validate_key, validate_prefix
 from storage.pool import BlockingPool
 from storage.ports import DeleteFailure, DeleteReport, ObjectInfo, PutResult
@@ -53,7 +53,7 @@ class LocalStore:
         try:
             return await self._pool.run(fn)
         except PermissionError as exc:
-            raise StorageRejected("AccessDenied", f"{what}: {exc.strerror}") from exc
+            raise StorageRefused("AccessDenied", f"{what}: {exc.strerror}") from exc
         except OSError as exc:  # disk full, I/O error, file system gone: retry later
             raise StorageUnavailable(f"local store failed for {what}: {exc.strerror}") from exc
 

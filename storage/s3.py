@@ -28,9 +28,17 @@ from botocore.exceptions import (
     CredentialRetrievalError,
     HTTPClientError,
     IncompleteReadError,
+    NoCredentialsError,
+    PartialCredentialsError,
 )
 
-from storage.errors import ObjectNotFound, StorageError, StorageRejected, StorageUnavailable
+from storage.errors import (
+    ObjectNotFound,
+    StorageError,
+    StorageRefused,
+    StorageRejected,
+    StorageUnavailable,
+)
 from storage.keys import PROBE_PREFIX, validate_folder_prefix, validate_key, validate_prefix
 from storage.pool import BlockingPool
 from storage.ports import DeleteFailure, DeleteReport, ObjectInfo, PutResult
@@ -49,6 +57,27 @@ VERSIONING_RECHECK_S = 10.0  # how long an "unversioned" answer is believed
 MAX_PRESIGN_S = 7 * 24 * 3600  # SigV4's limit
 _TRANSIENT_CODES = frozenset(
     {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "ServiceUnavailable", "InternalError"}
+)
+# Answers about who we are or where we point, not about the request: fixed by configuration, not by retrying
+# at once nor by giving the work up.
+_REFUSAL_CODES = frozenset(
+    {
+        "AccessDenied",
+        "AllAccessDisabled",
+        "AccountProblem",
+        "AuthorizationHeaderMalformed",  # credentials scoped to another region
+        "ExpiredToken",
+        "InvalidAccessKeyId",
+        "InvalidBucketName",
+        "InvalidToken",
+        "NoSuchBucket",
+        "PermanentRedirect",  # the bucket lives in another region than the endpoint
+        "RequestTimeTooSkewed",  # our clock
+        "SignatureDoesNotMatch",
+        "TokenRefreshRequired",
+        "403",
+        "301",
+    }
 )
 
 
@@ -372,13 +401,13 @@ class S3Store:
         )
 
     async def ping(self) -> None:
-        """HEAD on the bucket: ``StorageUnavailable`` if unreachable, ``StorageRejected`` if misconfigured."""
+        """HEAD on the bucket: ``StorageUnavailable`` if unreachable, ``StorageRefused`` if misconfigured."""
         try:
             await self._pool.run(self._client.head_bucket, Bucket=self.bucket)
         except ClientError as exc:
             if _status(exc) in (403, 404):  # HEAD answers carry no error code
                 code = "NoSuchBucket" if _status(exc) == 404 else "AccessDenied"
-                raise StorageRejected(code, f"bucket {self.bucket!r}") from exc
+                raise StorageRefused(code, f"bucket {self.bucket!r}") from exc
             raise _translate(exc, f"bucket {self.bucket!r}") from exc
         except BotoCoreError as exc:
             raise _translate(exc, f"bucket {self.bucket!r}") from exc
@@ -453,7 +482,11 @@ def _translate(exc: BotoCoreError | ClientError, what: str) -> StorageError:
             return ObjectNotFound(what)
         if _status(exc) >= 500 or code in _TRANSIENT_CODES:
             return StorageUnavailable(f"S3 answered {code} for {what}")
+        if code in _REFUSAL_CODES:
+            return StorageRefused(code, f"S3 refused us for {what}")
         return StorageRejected(code, f"S3 refused the request for {what}")
     if isinstance(exc, ConnectionError | HTTPClientError | IncompleteReadError | CredentialRetrievalError):
         return StorageUnavailable(f"S3 unreachable for {what}: {exc}")
+    if isinstance(exc, NoCredentialsError | PartialCredentialsError):
+        return StorageRefused("NoCredentials", f"no S3 credentials for {what}: {exc}")
     return StorageError(f"S3 call failed for {what}: {exc}")

@@ -11,6 +11,8 @@ messages of the old connection are dropped from the ack queue and their late set
 
 import asyncio
 import logging
+import time
+import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 
@@ -20,6 +22,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from gateway import metrics
 from gateway.config import MqttSettings
 
 log = logging.getLogger(__name__)
@@ -28,10 +31,13 @@ log = logging.getLogger(__name__)
 class Incoming:
     """A received message; ``settle()`` once it is processed (stored, dead-lettered or dropped)."""
 
-    __slots__ = ("_sequencer", "generation", "mid", "payload", "qos", "settled", "topic")
+    __slots__ = ("_sequencer", "arrived_at", "generation", "mid", "payload", "qos", "settled", "topic")
 
-    def __init__(self, sequencer: "AckSequencer", topic: str, payload: bytes, qos: int, mid: int) -> None:
+    def __init__(
+        self, sequencer: "AckSequencer", topic: str, payload: bytes, qos: int, mid: int, arrived_at: float
+    ) -> None:
         self._sequencer = sequencer
+        self.arrived_at = arrived_at  # monotonic
         self.generation = sequencer.generation
         self.topic = topic
         self.payload = payload
@@ -50,16 +56,21 @@ class Incoming:
 
 
 class AckSequencer:
-    """Releases acknowledgements in arrival order (paho and the broker expect them so)."""
+    """Releases acknowledgements in arrival order (paho and the broker expect them so), and knows how long
+    the head of its queue has waited: the age every acknowledgement behind it waits too."""
 
-    def __init__(self, send_ack: Callable[[int, int], None]) -> None:
+    def __init__(
+        self, send_ack: Callable[[int, int], None], monotonic: Callable[[], float] = time.monotonic
+    ) -> None:
         self._send_ack = send_ack
+        self._monotonic = monotonic
         self._pending: deque[Incoming] = deque()
         self.generation = 0
+        _LIVE.add(self)
 
     def arrived(self, topic: str, payload: bytes, qos: int, mid: int) -> Incoming:
         """Registers a message in arrival order."""
-        msg = Incoming(self, topic, payload, qos, mid)
+        msg = Incoming(self, topic, payload, qos, mid, self._monotonic())
         self._pending.append(msg)
         return msg
 
@@ -82,6 +93,17 @@ class AckSequencer:
     def unacknowledged(self) -> int:
         """Messages received and not yet acknowledged."""
         return len(self._pending)
+
+    @property
+    def oldest_age_s(self) -> float:
+        """Seconds the oldest unacknowledged message has waited (0 when there is none)."""
+        return self._monotonic() - self._pending[0].arrived_at if self._pending else 0.0
+
+
+# The gauges read every live sequencer at scrape time (one per MQTT client; tests build several).
+_LIVE: "weakref.WeakSet[AckSequencer]" = weakref.WeakSet()
+metrics.UNACKNOWLEDGED.set_function(lambda: sum(s.unacknowledged for s in list(_LIVE)))
+metrics.OLDEST_UNACKNOWLEDGED.set_function(lambda: max((s.oldest_age_s for s in list(_LIVE)), default=0.0))
 
 
 class MqttClient:
@@ -189,6 +211,11 @@ class MqttClient:
     def unacknowledged(self) -> int:
         """Messages received and not yet acknowledged."""
         return self._sequencer.unacknowledged
+
+    @property
+    def oldest_unacknowledged_s(self) -> float:
+        """Seconds the oldest unacknowledged message has waited (0 when there is none)."""
+        return self._sequencer.oldest_age_s
 
     async def stop(self) -> None:
         """Disconnects cleanly; unacknowledged messages stay with the broker for the next session."""

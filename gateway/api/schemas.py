@@ -231,8 +231,13 @@ class EventOut(Response):
     width: int
     height: int
     snapshot_bytes: int
-    snapshot_url: str = Field(description="Redirects to a short-lived link, or streams the JPEG.")
-    thumbnail_url: str
+    snapshot_url: str | None = Field(
+        description="Redirects to a short-lived link, or streams the JPEG; null when not stored."
+    )
+    thumbnail_url: str | None
+    snapshot_dropped: str | None = Field(
+        None, description="Why the snapshot was not stored (rate_limited: the camera was over its rate)."
+    )
 
 
 class EventPage(Response):

@@ -1,8 +1,28 @@
 """Alert policy: whether an alert from a camera is collected at all, and the per-camera rate limit."""
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
+
+DEFAULT_MAX_SKEW = timedelta(days=1)  # IngestSettings.max_clock_skew_s's default
+
+
+def capture_time(
+    captured_at: datetime, received_at: datetime, max_skew: timedelta = DEFAULT_MAX_SKEW
+) -> datetime:
+    """The capture time retention counts from: the camera's, clamped to [received - max_skew, received].
+
+    A camera's clock is not trusted: one running ahead must not buy a longer life, and one set to 2001
+    must not have its snapshots swept on arrival. A genuinely late delivery (older than the skew) counts
+    as captured ``max_skew`` before it arrived.
+    """
+    return max(received_at - max_skew, min(captured_at, received_at))
+
+
+class SnapshotDropped(StrEnum):
+    """Why an event was kept without its snapshot and thumbnail (events.snapshot_dropped)."""
+
+    RATE_LIMITED = "rate_limited"  # the camera was over its alert rate (docs/protocol.md)
 
 
 class Drop(StrEnum):
@@ -54,6 +74,10 @@ class TokenBuckets:
     def allows(self, key: str, now: float) -> bool:
         """True when ``key`` has a token, without spending it."""
         return self._tokens(key, now) >= 1.0
+
+    def refill_seconds(self, key: str, now: float) -> float:
+        """How long until ``key``'s bucket is full again (its whole burst available)."""
+        return (self._burst - self._tokens(key, now)) / self._rate
 
     def take(self, key: str, now: float) -> bool:
         """Spends one token for ``key``; False when the key is over its rate."""

@@ -2,10 +2,10 @@
 agree on, how long a stored clip lives, and what it is stored as."""
 
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 
-from gateway.domain.alerts import AlertPrefs, collection_decision
+from gateway.domain.alerts import DEFAULT_MAX_SKEW, AlertPrefs, capture_time, collection_decision
 from gateway.domain.plans import Retention
 from gateway.wire import ClipFormat, ClipHeader
 from storage.keys import clip_key
@@ -76,9 +76,10 @@ def opted_out(prefs: AlertPrefs, alert_kind: str | None, now: datetime) -> ClipD
     return None if drop is None else ClipDrop(drop.value)
 
 
-def retain_from(captured_at: datetime, now: datetime) -> datetime:
-    """The instant a clip's retention counts from: its capture, unless the camera's clock runs ahead."""
-    return min(captured_at, now)
+def retain_from(captured_at: datetime, now: datetime, max_skew: timedelta = DEFAULT_MAX_SKEW) -> datetime:
+    """The instant a clip's retention counts from: its capture, clamped to [now - max_skew, now] as for
+    alerts (``capture_time``), so a camera clock far behind or ahead neither loses nor gains."""
+    return capture_time(captured_at, now, max_skew)
 
 
 def retain_until(captured_at: datetime, now: datetime, retention: Retention) -> datetime:

@@ -1,6 +1,12 @@
 """The ingest loop: takes messages from the broker, processes several at once, retries transient
 failures with backoff while the message stays unacknowledged, and settles each message exactly when it
-is done (stored, duplicate, dropped or dead-lettered)."""
+is done (stored, duplicate, dropped or dead-lettered).
+
+Acknowledgements leave in arrival order, so one message that never settles holds back every one behind
+it: each message settles in bounded time unless one of our own dependencies is down
+(``gateway.services.failures`` says which is which). Giving up always ends in a settlement: a dead letter,
+a minimal dead letter when the full one is refused, or, if even that is refused, only a log line.
+"""
 
 import asyncio
 import logging
@@ -8,16 +14,14 @@ import random
 from collections.abc import AsyncIterator
 from typing import Protocol
 
-from sqlalchemy.exc import DBAPIError, OperationalError
-
 from gateway import metrics
 from gateway.config import IngestSettings
+from gateway.services.failures import Failure, classify
 from gateway.services.ingest import IngestService
-from storage import StorageUnavailable
+from gateway.wire import WireError, parse_topic
+from storage import StorageRefused, UnknownRegion
 
 log = logging.getLogger(__name__)
-
-TRANSIENT = (StorageUnavailable, OperationalError, DBAPIError, OSError, TimeoutError)
 
 
 class Message(Protocol):
@@ -78,14 +82,25 @@ class Consumer:
         while not message.stale:
             try:
                 await self._ingest.handle(message.topic, message.payload)
-            except TRANSIENT as exc:
-                metrics.INGEST_RETRIES.labels(type(exc).__name__).inc()
-                log.warning("transient failure, will retry (message stays unacknowledged): %s", exc)
             except Exception as exc:
-                errors += 1
-                log.exception("unexpected error processing a message on %s (%d)", message.topic, errors)
-                if errors >= self._settings.attempts_on_error and await self._give_up(message, exc):
-                    return
+                failure = classify(exc)
+                if failure is Failure.HOLD:
+                    metrics.INGEST_RETRIES.labels(type(exc).__name__).inc()
+                    metrics.INGEST_HELD.labels(_held_reason(exc)).inc()
+                    log.warning("dependency unavailable, will retry (message stays unacknowledged): %s", exc)
+                elif failure is Failure.PERMANENT:
+                    log.warning("the database refused a message on %s: %s", message.topic[:300], exc)
+                    if await self._give_up(message, "database_rejected", exc):
+                        return
+                else:
+                    errors += 1
+                    log.exception(
+                        "unexpected error processing a message on %s (%d)", message.topic[:300], errors
+                    )
+                    if errors >= self._settings.attempts_on_error and await self._give_up(
+                        message, "processing_error", exc
+                    ):
+                        return
             else:
                 message.settle()
                 return
@@ -93,12 +108,30 @@ class Consumer:
             # Full jitter keeps a fleet of retrying gateways from hammering a recovering store in step.
             await asyncio.sleep(random.uniform(0, min(self._settings.retry_max_s, 0.1 * 2**attempt)))
 
-    async def _give_up(self, message: Message, exc: Exception) -> bool:
+    async def _give_up(self, message: Message, reason: str, exc: Exception) -> bool:
+        """Dead-letters ``message`` and settles it; False (retry later) only while the database is down."""
         try:
-            await self._ingest.dead_letter(
-                message.topic, "", "processing_error", repr(exc)[:500], message.payload
-            )
-        except TRANSIENT:
-            return False
+            serial = parse_topic(message.topic).serial
+        except WireError:
+            serial = ""
+        try:
+            await self._ingest.give_up(message.topic, serial, reason, repr(exc), message.payload)
+        except Exception as failure:
+            if classify(failure) is Failure.HOLD:
+                return False
+            raise  # give_up raises nothing else; a bug here must be seen, not hidden
         message.settle()
         return True
+
+
+def _held_reason(exc: Exception) -> str:
+    # A bounded label set: the metric is for alerting, the log line has the details.
+    if isinstance(exc, StorageRefused):
+        return "storage_refused"
+    if isinstance(exc, UnknownRegion):
+        return "unknown_region"
+    if type(exc).__module__.startswith("storage"):
+        return "storage_unavailable"
+    if type(exc).__module__.startswith("sqlalchemy"):
+        return "database_unavailable"
+    return "io"

@@ -26,8 +26,9 @@ class Event:
     height: int
     snapshot_bytes: int
     region: str
-    snapshot_key: str
+    snapshot_key: str  # "" when the snapshot was not stored (snapshot_dropped says why)
     thumbnail_key: str
+    snapshot_dropped: str | None = None
 
 
 @dataclass(frozen=True)
@@ -138,6 +139,10 @@ class EventService:
         """A short-lived URL of the snapshot or thumbnail, or its bytes when the store has no URLs."""
         event = await self.get(account_id, event_id)
         key = event.snapshot_key if which == "snapshot" else event.thumbnail_key
+        if not key:  # kept without media (e.g. the camera was over its alert rate)
+            raise NotFound(
+                f"{which}_not_stored", f"this event's {which} was not stored ({event.snapshot_dropped})"
+            )
         store = self._stores.for_region(event.region)
         url = await store.presigned_get_url(key, ttl_s)
         if url is not None:
@@ -148,7 +153,7 @@ class EventService:
         """Deletes an event with its objects (every version)."""
         event = await self.get(account_id, event_id)
         report = await self._stores.for_region(event.region).delete_many(
-            [event.snapshot_key, event.thumbnail_key]
+            [k for k in (event.snapshot_key, event.thumbnail_key) if k]
         )
         if not report.ok:
             raise Unavailable(

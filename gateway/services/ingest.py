@@ -33,19 +33,31 @@ from gateway.adapters.db.tables import (
 )
 from gateway.adapters.imaging import BadImage, ImageWorkers
 from gateway.config import IngestSettings
-from gateway.domain.alerts import AlertPrefs, Drop, TokenBuckets, collection_decision
+from gateway.domain.alerts import (
+    AlertPrefs,
+    Drop,
+    SnapshotDropped,
+    TokenBuckets,
+    capture_time,
+    collection_decision,
+)
 from gateway.domain.plans import Catalogue, Retention
-from gateway.ports import Clock
+from gateway.ports import Clock, Publisher
 from gateway.services.coverage import Coverage, coverage_at
+from gateway.services.failures import is_permanent
 from gateway.wire import (
     AlertHeader,
     Channel,
+    ConfigHeader,
     StatusHeader,
     WireError,
     decode,
     decode_json_header,
+    encode,
     parse_topic,
+    printable,
 )
+from gateway.wire import topic as channel_topic
 from storage import StoreRouter
 from storage.keys import snapshot_key, thumbnail_key
 from storage.tags import retention_tags
@@ -152,8 +164,10 @@ class IngestService:
         catalogue: Catalogue,
         clock: Clock,
         clips: ClipHandler | None = None,
+        publisher: Publisher | None = None,
     ) -> None:
         self._db = engine
+        self._publisher = publisher
         self._clips = clips
         self._catalogue = catalogue
         self._stores = stores
@@ -161,9 +175,29 @@ class IngestService:
         self._settings = settings
         self._clock = clock
         self._buckets = TokenBuckets(settings.camera_burst, settings.camera_per_minute / 60)
+        # Past its rate a camera's alerts are kept without their snapshots, up to this second allowance.
+        self._overflow = TokenBuckets(settings.overflow_burst, settings.overflow_per_minute / 60)
+        self._told_until: dict[str, float] = {}  # serial -> monotonic time its last back-off ends
+        self._max_skew = timedelta(seconds=settings.max_clock_skew_s)
 
     async def handle(self, topic: str, payload: bytes) -> Outcome:
-        """Processes one message. Idempotent: the same message twice has the effect of once."""
+        """Processes one message. Idempotent: the same message twice has the effect of once.
+
+        Raises only while a dependency is down (``gateway.services.failures``); a deterministic refusal
+        by the database ends as a dead letter, so the message always settles."""
+        try:
+            return await self._handle(topic, payload)
+        except Exception as exc:
+            if not is_permanent(exc):
+                raise
+            log.warning("the database refused a message on %s: %s", printable(topic, 300), exc)
+            try:
+                serial = parse_topic(topic).serial
+            except WireError:
+                serial = ""
+            return await self.give_up(topic, serial, "database_rejected", repr(exc), payload)
+
+    async def _handle(self, topic: str, payload: bytes) -> Outcome:
         try:
             where = parse_topic(topic)
         except WireError as exc:
@@ -194,8 +228,9 @@ class IngestService:
     ) -> Outcome:
         started = time.perf_counter()
         now = self._clock.now()
-        # A camera clock running ahead must not buy a capture a longer life.
-        target = await self._target(serial, header.event_id, min(header.captured_at, now))
+        # The camera's clock is not trusted: retention and the plan count from the clamped capture time.
+        captured = capture_time(header.captured_at, now, self._max_skew)
+        target = await self._target(serial, header.event_id, captured)
         if target is None:
             return await self.dead_letter(
                 topic, serial, "unknown_device", "no such serial in the registry", payload
@@ -219,10 +254,8 @@ class IngestService:
         # The rate is checked here but charged only once the alert is settled: retries of a transient
         # failure must not use up the camera's allowance and turn a storage outage into rate-limit drops.
         if not self._buckets.allows(serial, time.monotonic()):
-            return await self.dead_letter(
-                topic, serial, "rate_limited", "the camera exceeds its alert rate", payload
-            )
-        outcome = await self._store(topic, serial, header, body, payload, target, now)
+            return await self._over_rate(topic, serial, header, payload, target, now, captured)
+        outcome = await self._store(topic, serial, header, body, payload, target, now, captured)
         self._buckets.take(serial, time.monotonic())
         if outcome is Outcome.STORED:
             metrics.INGEST_SECONDS.observe(time.perf_counter() - started)
@@ -237,6 +270,7 @@ class IngestService:
         payload: bytes,
         target: Target,
         now: datetime,
+        captured: datetime,
     ) -> Outcome:
         assert target.account_id is not None and target.region is not None
         try:
@@ -245,9 +279,10 @@ class IngestService:
             return await self.dead_letter(topic, serial, "bad_image", str(exc), payload)
 
         store = self._stores.for_region(target.region)
-        captured = header.captured_at
-        snap_key = snapshot_key(target.account_id, target.device_id, header.event_id, captured)
-        thumb_key = thumbnail_key(target.account_id, target.device_id, header.event_id, captured)
+        # Keys come from what the camera sent (a redelivery must find the same ones), retention from the
+        # clamped capture time.
+        snap_key = snapshot_key(target.account_id, target.device_id, header.event_id, header.captured_at)
+        thumb_key = thumbnail_key(target.account_id, target.device_id, header.event_id, header.captured_at)
         # Both at once: they are independent create-once writes, and both must land before the commit.
         assert target.retention is not None  # bound devices have one
         retention = retention_tags(target.retention.snapshot_days)
@@ -260,7 +295,74 @@ class IngestService:
             ),
         )
         metrics.STORED_BYTES.inc(len(body) + len(snap.thumbnail))
+        media = {
+            "snapshot_key": snap_key,
+            "thumbnail_key": thumb_key,
+            "snapshot_bytes": len(body),
+            "thumbnail_bytes": len(snap.thumbnail),
+            "width": snap.width,
+            "height": snap.height,
+        }
+        return await self._commit(header, target, now, captured, media, push=True)
 
+    async def _over_rate(
+        self,
+        topic: str,
+        serial: str,
+        header: AlertHeader,
+        payload: bytes,
+        target: Target,
+        now: datetime,
+        captured: datetime,
+    ) -> Outcome:
+        """Past its rate a camera's alert is kept as an event without snapshot, thumbnail or push (its
+        bytes are neither decoded nor stored), and the camera is told to back off; past a second, larger
+        allowance it is dead-lettered. Nothing is held: acks are in arrival order across all cameras."""
+        if not self._overflow.take(serial, time.monotonic()):
+            return await self.dead_letter(
+                topic, serial, "rate_limited", "the camera exceeds even its overflow allowance", payload
+            )
+        self._tell_to_back_off(serial, target)
+        media = {"snapshot_key": "", "thumbnail_key": "", "snapshot_bytes": 0, "thumbnail_bytes": 0}
+        media |= {"width": 0, "height": 0, "snapshot_dropped": SnapshotDropped.RATE_LIMITED.value}
+        outcome = await self._commit(header, target, now, captured, media, push=False)
+        if outcome is Outcome.STORED:
+            metrics.SNAPSHOTS_DROPPED.labels(SnapshotDropped.RATE_LIMITED.value).inc()
+        return outcome
+
+    def _tell_to_back_off(self, serial: str, target: Target) -> None:
+        # Once per back-off period: the notice itself must not become a flood towards the broker.
+        mono = time.monotonic()
+        if self._publisher is None or self._told_until.get(serial, 0.0) > mono:
+            return
+        wait_s = self._buckets.refill_seconds(serial, mono)
+        if len(self._told_until) > 100_000:
+            self._told_until = {k: v for k, v in self._told_until.items() if v > mono}
+        self._told_until[serial] = mono + wait_s
+        prefs = target.prefs
+        now = self._clock.now()
+        header = ConfigHeader(
+            alerts_enabled=prefs.message_alerts and not prefs.muted,
+            event_kinds=sorted(prefs.event_kinds) if prefs.event_kinds is not None else None,
+            snoozed_until=prefs.snoozed_until,
+            backoff_until=now + timedelta(seconds=wait_s),
+            issued_at=now,
+        )
+        # Not retained: the retained config stays the owner's settings; this notice is for now only.
+        self._publisher.publish(channel_topic(serial, Channel.CONFIG), encode(header))
+        metrics.BACKOFF_NOTICES.inc()
+
+    async def _commit(
+        self,
+        header: AlertHeader,
+        target: Target,
+        now: datetime,
+        captured: datetime,
+        media: dict[str, object],
+        *,
+        push: bool,
+    ) -> Outcome:
+        assert target.account_id is not None and target.region is not None and target.retention is not None
         event_id = str(uuid.uuid4())
         async with self._db.begin() as conn:
             inserted = await insert_ignore(
@@ -273,28 +375,24 @@ class IngestService:
                     "binding_id": target.binding_id,
                     "camera_event_id": header.event_id,
                     "kind": header.kind,
-                    "captured_at": captured,
+                    "captured_at": header.captured_at,
                     "received_at": now,
                     "stored_at": self._clock.now(),
                     "region": target.region,
-                    "snapshot_key": snap_key,
-                    "thumbnail_key": thumb_key,
-                    "snapshot_bytes": len(body),
-                    "thumbnail_bytes": len(snap.thumbnail),
-                    "width": snap.width,
-                    "height": snap.height,
-                    "retain_until": min(captured, now) + target.retention.snapshot_period,
+                    "retain_until": captured + target.retention.snapshot_period,
+                    **media,
                 },
                 ("device_id", "binding_id", "camera_event_id"),
             )
-            if inserted:
+            if inserted and push:
                 await conn.execute(
                     insert(push_outbox).values(
                         event_id=event_id, account_id=target.account_id, created_at=now, next_attempt_at=now
                     )
                 )
-                if target.last_seen_at is None or now - target.last_seen_at > PRESENCE_REFRESH:
-                    await self._seen(conn, target.device_id, now)
+            stale = target.last_seen_at is None or now - target.last_seen_at > PRESENCE_REFRESH
+            if inserted and stale:
+                await self._seen(conn, target.device_id, now)
         outcome = Outcome.STORED if inserted else Outcome.DUPLICATE
         metrics.ALERTS.labels(outcome.value).inc()
         return outcome
@@ -338,6 +436,28 @@ class IngestService:
         """Records a message that can never be processed (without its body) so it can be acknowledged."""
         async with self._db.begin() as conn:
             return await self._dead_letter_in(conn, topic, serial, reason, detail, payload)
+
+    async def give_up(self, topic: str, serial: str, reason: str, detail: str, payload: bytes) -> Outcome:
+        """Dead-letters a message whatever it holds: the full record, else a minimal one (nothing from the
+        payload), else only a log line. Raises only while the database is down."""
+        try:
+            return await self.dead_letter(topic, serial, reason, detail, payload)
+        except Exception as exc:
+            if not is_permanent(exc):
+                raise
+            log.warning("dead letter refused (%s); recording a minimal one", exc)
+        try:
+            async with self._db.begin() as conn:
+                await record_dead_letter(
+                    conn, self._clock.now(), topic, serial, reason, "", payload, header={"minimal": True}
+                )
+        except Exception as exc:
+            if not is_permanent(exc):
+                raise
+            metrics.DEAD_LETTERS.labels("unrecorded").inc()
+            log.error("could not record a dead letter from %s (%s): %s", printable(serial, 32), reason, exc)
+        metrics.ALERTS.labels(Outcome.DEAD_LETTER.value).inc()
+        return Outcome.DEAD_LETTER
 
     async def _dead_letter_in(
         self, conn: AsyncConnection, topic: str, serial: str, reason: str, detail: str, payload: bytes
@@ -388,14 +508,21 @@ async def record_dead_letter(
     payload: bytes,
     header: dict[str, object] | None = None,
 ) -> None:
-    """Records a message that can never be processed (its header, never its body); logs and counts it."""
+    """Records a message that can never be processed (its header, never its body); logs and counts it.
+    Every text is cleaned of control characters and cut to its column (PostgreSQL refuses a NUL)."""
+    topic, serial, reason, detail = (
+        printable(topic, 300),
+        printable(serial, 32),
+        printable(reason, 64),
+        printable(detail, 500),
+    )
     log.info("dead letter from %s: %s (%s)", serial or topic[:64], reason, detail)
     await conn.execute(
         insert(dead_letters).values(
-            topic=topic[:300],
-            serial=serial[:32],
+            topic=topic,
+            serial=serial,
             reason=reason,
-            detail=detail[:500],
+            detail=detail,
             header=decode_json_header(payload[:8192]) if header is None else header,
             payload_bytes=len(payload),
             received_at=now,

@@ -104,7 +104,7 @@ def _record_keys(region: str, postgres: bool) -> Select[tuple[str, str, str]]:
     parts = [
         select(
             col.label("key"), literal_column(f"'{table.name}'").label("tbl"), table.c.id.label("id")
-        ).where(table.c.region == region)
+        ).where(table.c.region == region, col != "")  # "": an event kept without its media
         for table, col in (
             (events, events.c.snapshot_key),
             (events, events.c.thumbnail_key),

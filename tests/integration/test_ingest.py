@@ -158,10 +158,13 @@ async def test_noisy_camera_is_rate_limited_alone(
     await client.post("/v1/devices", json={"serial": quiet.serial, "code": quiet.code}, headers=auth(token))
     burst = services.settings.ingest.camera_burst
     outcomes = [await services.ingest.handle(cam_topic(noisy), alert(f"n-{i}")) for i in range(burst + 3)]
-    assert outcomes.count(Outcome.STORED) == burst and outcomes.count(Outcome.DEAD_LETTER) == 3
+    # Past its rate the events are kept without their snapshots (issue 8, finding 11), not dead-lettered.
+    assert outcomes == [Outcome.STORED] * (burst + 3)
     assert await services.ingest.handle(cam_topic(quiet), alert("q-1")) is Outcome.STORED
     async with services.engine.connect() as conn:
-        assert {r.reason for r in await conn.execute(select(dead_letters))} == {"rate_limited"}
+        assert (await conn.execute(select(dead_letters))).all() == []
+        dropped = [r.snapshot_dropped for r in await conn.execute(select(events))]
+    assert dropped.count("rate_limited") == 3 and dropped.count(None) == burst + 1
 
 
 async def test_presence_from_status_messages(

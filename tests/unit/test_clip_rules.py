@@ -19,6 +19,7 @@ from gateway.wire import ClipFormat, ClipHeader
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 TRIAL = Retention(video=True, video_days=7, snapshot_days=7)
 FREE = Retention(video=False, video_days=0, snapshot_days=3)
+DEMO = Retention(video=True, video_days=7, snapshot_days=7, day=timedelta(minutes=1))
 
 
 def header(**changes: object) -> ClipHeader:
@@ -41,8 +42,11 @@ def header(**changes: object) -> ClipHeader:
         (header(), TRIAL, None, None),
         (header(), FREE, None, ClipDrop.NO_VIDEO_PLAN),
         (header(), TRIAL, ClipDrop.ALERTS_OFF, ClipDrop.ALERTS_OFF),  # the owner's choice comes first
-        (header(captured_at=NOW - timedelta(days=7)), TRIAL, None, ClipDrop.EXPIRED_ON_ARRIVAL),
-        (header(captured_at=NOW - timedelta(days=6, hours=23)), TRIAL, None, None),
+        # A capture older than the clock skew allowed (1 day) counts from now - 1 day (issue 8): a camera
+        # clock set years back must not have its clips expire on arrival.
+        (header(captured_at=NOW - timedelta(days=7)), TRIAL, None, None),
+        (header(captured_at=NOW - timedelta(hours=3)), DEMO, None, ClipDrop.EXPIRED_ON_ARRIVAL),
+        (header(captured_at=NOW - timedelta(minutes=6)), DEMO, None, None),
         (header(parts=901), TRIAL, None, ClipDrop.TOO_MANY_PARTS),
         (header(captured_at=NOW + timedelta(days=30)), TRIAL, None, None),  # clock ahead: kept from now
     ],
@@ -54,11 +58,14 @@ def test_admission(
 
 
 def test_retention_counts_from_capture_and_never_from_a_later_arrival_or_a_clock_ahead() -> None:
-    captured = NOW - timedelta(days=3)
+    captured = NOW - timedelta(hours=20)
     assert retain_until(captured, NOW, TRIAL) == captured + timedelta(days=7)
     assert retain_until(NOW + timedelta(hours=2), NOW, TRIAL) == NOW + timedelta(days=7)
-    demo = Retention(video=True, video_days=7, snapshot_days=7, day=timedelta(minutes=1))
-    assert retain_until(captured, NOW, demo) == captured + timedelta(minutes=7)
+    assert retain_until(captured, NOW, DEMO) == captured + timedelta(minutes=7)
+    # a clock far behind counts from the allowed skew (1 day), never from 2001
+    assert retain_until(datetime(2001, 1, 1, tzinfo=UTC), NOW, TRIAL) == NOW - timedelta(days=1) + timedelta(
+        days=7
+    )
 
 
 def test_the_owners_settings_apply_to_clips_as_to_alerts() -> None:

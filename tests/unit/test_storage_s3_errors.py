@@ -9,7 +9,13 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-from storage.errors import ObjectNotFound, StorageError, StorageRejected, StorageUnavailable
+from storage.errors import (
+    ObjectNotFound,
+    StorageError,
+    StorageRefused,
+    StorageRejected,
+    StorageUnavailable,
+)
 from storage.s3 import _translate
 
 
@@ -26,13 +32,17 @@ def client_error(code: str, status: int) -> ClientError:
         (client_error("SlowDown", 503), StorageUnavailable),
         (client_error("InternalError", 500), StorageUnavailable),
         (client_error("RequestTimeout", 400), StorageUnavailable),
-        (client_error("AccessDenied", 403), StorageRejected),
-        (client_error("NoSuchBucket", 404), StorageRejected),
+        # Refusals of us (configuration): ingest waits them out like an outage (issue 8, finding 10).
+        (client_error("AccessDenied", 403), StorageRefused),
+        (client_error("NoSuchBucket", 404), StorageRefused),
+        (client_error("InvalidAccessKeyId", 403), StorageRefused),
+        (client_error("ExpiredToken", 400), StorageRefused),
+        (client_error("SignatureDoesNotMatch", 403), StorageRefused),
         (client_error("InvalidTag", 400), StorageRejected),
         (EndpointConnectionError(endpoint_url="http://x"), StorageUnavailable),
         (ConnectTimeoutError(endpoint_url="http://x"), StorageUnavailable),
         (ReadTimeoutError(endpoint_url="http://x"), StorageUnavailable),
-        (NoCredentialsError(), StorageError),
+        (NoCredentialsError(), StorageRefused),
     ],
 )
 def test_translation(error: Exception, expected: type[StorageError]) -> None:
@@ -42,5 +52,5 @@ def test_translation(error: Exception, expected: type[StorageError]) -> None:
     )
     translated = _translate(error, "acct/a/x.jpg")
     assert type(translated) is expected
-    if isinstance(translated, StorageRejected):
-        assert translated.code == error.response["Error"]["Code"]  # type: ignore[attr-defined]
+    if isinstance(translated, StorageRejected) and isinstance(error, ClientError):
+        assert translated.code == error.response["Error"]["Code"]

@@ -216,6 +216,8 @@ events = Table(
     Column("thumbnail_bytes", Integer, nullable=False, server_default="0"),
     Column("width", Integer, nullable=False),
     Column("height", Integer, nullable=False),
+    # Why the event has no snapshot and thumbnail (their keys are then ""): gateway.domain.alerts.SnapshotDropped.
+    Column("snapshot_dropped", String(32)),
     # Fixed at capture from the plan in force then (issue 4); the sweep deletes the row and its objects after.
     Column("retain_until", UtcDateTime, nullable=False),
     Column("claimed_by", String(64)),  # a sweeper's lease on the row (docs/retention.md)

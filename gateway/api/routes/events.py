@@ -21,8 +21,9 @@ def event_out(event: Event) -> s.EventOut:
         width=event.width,
         height=event.height,
         snapshot_bytes=event.snapshot_bytes,
-        snapshot_url=f"/v1/events/{event.id}/snapshot",
-        thumbnail_url=f"/v1/events/{event.id}/thumbnail",
+        snapshot_url=f"/v1/events/{event.id}/snapshot" if event.snapshot_key else None,
+        thumbnail_url=f"/v1/events/{event.id}/thumbnail" if event.thumbnail_key else None,
+        snapshot_dropped=event.snapshot_dropped,
     )
 
 

@@ -35,6 +35,9 @@ async def readiness(call: Call) -> s.Health | Reply:
     mqtt = services(call).mqtt
     if mqtt is not None:
         checks["broker"] = "ok" if mqtt.connected.is_set() else "disconnected"
+        # Acks leave in arrival order: a head that does not settle holds back every message behind it.
+        stuck_after = services(call).settings.ingest.stuck_after_s
+        checks["ingest"] = "stuck" if mqtt.oldest_unacknowledged_s > stuck_after else "ok"
     if any(v != "ok" for v in checks.values()):
         return Reply(s.Health(status="unavailable", checks=checks), 503)
     return s.Health(status="ok", checks=checks)

@@ -9,7 +9,7 @@ Downgrading fails when one camera id was stored in two bindings of a device (the
 hold them both).
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0005
 Create Date: 2026-11-23 09:00:00.000000
 """
 
@@ -22,7 +22,7 @@ BACKFILL_BATCH = 5000
 PAST_BINDING = ""
 
 revision = "0006"
-down_revision = "0004"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
