@@ -19,6 +19,22 @@ def capture_time(
     return max(received_at - max_skew, min(captured_at, received_at))
 
 
+def before_binding(
+    captured_at: datetime,
+    bound_at: datetime | None,
+    received_at: datetime,
+    max_skew: timedelta = DEFAULT_MAX_SKEW,
+) -> bool:
+    """Captured before the current binding began: the previous owner's (queued in the broker or re-sent
+    by the camera), never the current owner's.
+
+    Judged by the camera's own clock while it is believable (within ``max_skew`` behind arrival); a
+    clock further behind, such as one set to 2001, cannot place the capture at all, and its alerts are
+    kept rather than an honest camera losing everything it sends (docs/security.md states the limit).
+    """
+    return bound_at is not None and received_at - max_skew <= captured_at < bound_at
+
+
 class SnapshotDropped(StrEnum):
     """Why an event was kept without its snapshot and thumbnail (events.snapshot_dropped)."""
 

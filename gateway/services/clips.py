@@ -24,6 +24,7 @@ from gateway.adapters.db.dialect import insert_ignore
 from gateway.adapters.db.tables import clip_uploads, clips
 from gateway.adapters.video import BadClip, VideoWorkers, frame_size
 from gateway.config import ClipSettings
+from gateway.domain.alerts import DEFAULT_MAX_SKEW, before_binding
 from gateway.domain.clips import (
     STORED_AS,
     ClipDrop,
@@ -122,7 +123,7 @@ class ClipIngest:
             state = await staging.clip_state(conn, serial, header.clip_id)
         if state is None:
             return await self._dead_letter(topic, serial, "unknown_device", "no such serial", payload)
-        if state.bound_at is not None and header.captured_at < state.bound_at:
+        if before_binding(header.captured_at, state.bound_at, now):
             # The previous owner's clip (queued or re-sent): nothing staged, each part dropped unread.
             if header.part == 0:  # counted once per clip
                 staging.count_drop(serial, header.clip_id, ClipDrop.BEFORE_BINDING)
@@ -258,7 +259,9 @@ class ClipIngest:
             target is None
             or target.account_id != upload.account_id
             or target.coverage is None
-            or target.before_binding(header.captured_at)  # unbound and bound again meanwhile
+            or target.before_binding(
+                header.captured_at, now, DEFAULT_MAX_SKEW
+            )  # unbound and bound again meanwhile
         ):
             return await self._drop(serial, upload, ClipDrop.OWNER_CHANGED)
         if (drop := self._admission(target, arrival, header, now)) is not None:

@@ -38,6 +38,7 @@ from gateway.domain.alerts import (
     Drop,
     SnapshotDropped,
     TokenBuckets,
+    before_binding,
     capture_time,
     collection_decision,
 )
@@ -96,10 +97,9 @@ class Target:
     binding_id: str | None = None  # the current binding (None when unbound)
     bound_at: datetime | None = None  # when it started
 
-    def before_binding(self, captured_at: datetime) -> bool:
-        """Captured before the current binding began: the previous owner's (queued in the broker or
-        re-sent by the camera), never the current owner's. The camera's own capture time, unclamped."""
-        return self.bound_at is not None and captured_at < self.bound_at
+    def before_binding(self, captured_at: datetime, received_at: datetime, max_skew: timedelta) -> bool:
+        """Captured before the current binding began (``gateway.domain.alerts.before_binding``)."""
+        return before_binding(captured_at, self.bound_at, received_at, max_skew)
 
     @property
     def known(self) -> bool:
@@ -239,7 +239,7 @@ class IngestService:
             return await self.dead_letter(
                 topic, serial, "unbound_device", "the camera is bound to no account", payload
             )
-        if target.before_binding(header.captured_at):
+        if target.before_binding(header.captured_at, now, self._max_skew):
             metrics.ALERTS_DROPPED.labels(Drop.BEFORE_BINDING.value).inc()
             metrics.ALERTS.labels(Outcome.DROPPED.value).inc()
             return Outcome.DROPPED

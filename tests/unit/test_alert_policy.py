@@ -47,3 +47,17 @@ def test_allows_peeks_without_spending() -> None:
     assert buckets.allows("a", 0.0) and buckets.allows("a", 0.0)
     assert buckets.take("a", 0.0)
     assert not buckets.allows("a", 0.5)
+
+
+def test_before_binding_trusts_the_camera_clock_only_while_it_is_believable() -> None:
+    from datetime import UTC, timedelta
+
+    from gateway.domain.alerts import before_binding
+
+    bound = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+    now = bound + timedelta(minutes=5)
+    skew = timedelta(days=1)
+    assert before_binding(bound - timedelta(minutes=10), bound, now, skew)  # the previous owner's, queued
+    assert not before_binding(bound + timedelta(minutes=1), bound, now, skew)
+    assert not before_binding(datetime(2001, 1, 1, tzinfo=UTC), bound, now, skew)  # a clock that cannot say
+    assert not before_binding(bound - timedelta(minutes=10), None, now, skew)  # unbound: decided elsewhere
