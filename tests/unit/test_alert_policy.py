@@ -2,7 +2,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from gateway.domain.alerts import AlertPrefs, Drop, TokenBuckets, collection_decision
+from gateway.domain.alerts import AlertPrefs, Drop, TokenBuckets, before_binding, collection_decision
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 
@@ -50,10 +50,6 @@ def test_allows_peeks_without_spending() -> None:
 
 
 def test_before_binding_trusts_the_camera_clock_only_while_it_is_believable() -> None:
-    from datetime import UTC, timedelta
-
-    from gateway.domain.alerts import before_binding
-
     bound = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
     now = bound + timedelta(minutes=5)
     skew = timedelta(days=1)
