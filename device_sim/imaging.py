@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cache
 
-import cv2
 import numpy as np
 
 from device_sim.scene import Image, Scene, SceneOptions, SceneState, draw
+from gateway.adapters.opencv import cv2  # the gateway's decoding ceilings hold in the same process
 
 CLIP_SIZE = (640, 360)
 

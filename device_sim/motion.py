@@ -3,9 +3,8 @@ minimum area so sensor noise and single flickering pixels never count as motion.
 
 from dataclasses import dataclass
 
-import cv2
-
 from device_sim.scene import Box, Image
+from gateway.adapters.opencv import cv2  # the gateway's decoding ceilings hold in the same process
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,8 +12,10 @@ import random
 from dataclasses import dataclass, replace
 from typing import Literal
 
-import cv2
-from cv2.typing import MatLike
+from gateway.adapters.opencv import (
+    MatLike,
+    cv2,  # the gateway's decoding ceilings hold in the same process
+)
 
 Image = MatLike
 MoverKind = Literal["person", "vehicle", "animal"]
