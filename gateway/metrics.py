@@ -59,3 +59,5 @@ RECONCILED = Counter(
     "What reconciliation removed: orphan objects, records, stale uploads",
     ["what"],
 )
+
+CLIP_ASSEMBLIES = Gauge("camgate_clip_assemblies", "Clips being assembled now (their parts held in memory)")

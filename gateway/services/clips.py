@@ -15,8 +15,6 @@ import logging
 import uuid
 from datetime import datetime, timedelta
 
-from prometheus_client import Gauge
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway import metrics
@@ -41,9 +39,10 @@ from gateway.ports import Clock
 from gateway.services import clip_staging as staging
 from gateway.services.clip_staging import DROPPED, RECEIVING, Upload
 from gateway.services.coverage import coverage_at, quota_bytes, usage
+from gateway.services.failures import Failure, classify
 from gateway.services.ingest import Outcome, Target, read_target, record_dead_letter
 from gateway.wire import ClipFormat, ClipHeader, WireError, decode
-from storage import StorageUnavailable, StoreRouter
+from storage import StoreRouter
 from storage.errors import InvalidKey
 from storage.keys import validate_id
 from storage.tags import retention_tags
@@ -51,17 +50,6 @@ from storage.tags import retention_tags
 log = logging.getLogger(__name__)
 
 _LOOKS = 3  # a part racing its clip's completion or clean-up looks again; once more is always enough
-
-ASSEMBLING = Gauge("camgate_clip_assemblies", "Clips being assembled now (their parts held in memory)")
-
-
-def transient(exc: BaseException) -> bool:
-    """Whether an assembly's failure is one of our dependencies being down (the store, the database's
-    connection, the local disk): then the clip's last part stays unacknowledged and its redelivery
-    assembles again. Anything else would fail again the same way, so the clip is dropped."""
-    if isinstance(exc, StorageUnavailable | OSError | TimeoutError | OperationalError | InterfaceError):
-        return True
-    return isinstance(exc, DBAPIError) and exc.connection_invalidated
 
 
 class ClipIngest:
@@ -230,16 +218,16 @@ class ClipIngest:
         if count < upload.header.parts:
             return Outcome.STAGED
         async with self._assemblies:
-            ASSEMBLING.inc()
+            metrics.CLIP_ASSEMBLIES.inc()
             try:
                 return await self._assemble(serial, upload, now)
             except Exception as exc:
-                if transient(exc):
+                if classify(exc) is Failure.HOLD:
                     raise  # the last part stays unacknowledged: its redelivery assembles again
                 log.exception("clip %s of %s: assembly failed", upload.header.clip_id, serial)
                 return await self._drop(serial, upload, ClipDrop.ASSEMBLY_FAILED)
             finally:
-                ASSEMBLING.dec()
+                metrics.CLIP_ASSEMBLIES.dec()
 
     async def _assemble(self, serial: str, upload: Upload, now: datetime) -> Outcome | None:
         """Encodes or joins the parts, checks the quota, then stores the object and the row. Raises for
