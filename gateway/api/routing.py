@@ -208,7 +208,12 @@ def _operation_doc(op: Operation, refs: dict[Any, Any]) -> dict[str, Any]:
         schema = op.query.model_json_schema()
         for name, prop in schema.get("properties", {}).items():
             params.append(
-                {"name": name, "in": "query", "required": name in schema.get("required", []), "schema": prop}
+                {
+                    "name": name,
+                    "in": "query",
+                    "required": name in schema.get("required", []),
+                    "schema": _without_null(prop),
+                }
             )
     if params:
         doc["parameters"] = params
@@ -221,6 +226,15 @@ def _operation_doc(op: Operation, refs: dict[Any, Any]) -> dict[str, Any]:
 
 def _path_params(path: str) -> list[str]:
     return [part[1:-1] for part in path.split("/") if part.startswith("{") and part.endswith("}")]
+
+
+def _without_null(prop: dict[str, Any]) -> dict[str, Any]:
+    """A query parameter is absent rather than null: ``X | None`` is documented as ``X``."""
+    variants = [v for v in prop.get("anyOf", []) if v != {"type": "null"}]
+    if len(variants) != 1 or len(prop["anyOf"]) != 2:
+        return prop
+    rest = {k: v for k, v in prop.items() if k not in ("anyOf", "default")}
+    return {**variants[0], **rest}
 
 
 def _path_schema(name: str) -> dict[str, Any]:
