@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage
+from aiohttp.web_protocol import RequestPayloadError
 from pydantic import BaseModel, ValidationError
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
@@ -280,18 +282,26 @@ async def _principal(request: web.Request, authenticate: Authenticate) -> Princi
     return await authenticate(request, token.strip())
 
 
+async def _read_body(request: web.Request) -> bytes:
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise PayloadTooLarge(
+            "body_too_large", f"the body is larger than {request.app[MAX_BODY_BYTES]} bytes"
+        ) from None
+    except (RequestPayloadError, BadHttpMessage):  # e.g. Content-Encoding: gzip on bytes that are not gzip
+        raise MalformedRequest(
+            "malformed_body", "the body could not be read as its headers describe"
+        ) from None
+
+
 async def _parse_body(request: web.Request, model: type[M]) -> M:
     if request.content_type != "application/json":
         raise MalformedRequest(
             "unsupported_media_type",
             f"send the body as application/json, not {request.content_type or 'nothing'}",
         )
-    try:
-        raw = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        raise PayloadTooLarge(
-            "body_too_large", f"the body is larger than {request.app[MAX_BODY_BYTES]} bytes"
-        ) from None
+    raw = await _read_body(request)
     try:
         data = loads(raw, max_containers=MAX_BODY_CONTAINERS)
     except JsonRejected as exc:  # invalid UTF-8 or JSON, too deep, a number of thousands of digits

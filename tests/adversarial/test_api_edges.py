@@ -132,6 +132,22 @@ async def test_a_nul_in_a_sign_up_identifier_is_a_422(client: TestClient) -> Non
     await assert_problem(resp, 422, "validation_failed")
 
 
+async def test_a_body_whose_content_encoding_lies_is_a_400(client: TestClient) -> None:
+    # aiohttp's inflate failure (ContentEncodingError) escaped request.read() as a 500.
+    headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+    resp = await client.post("/v1/sessions", data=b'{"identifier": "a@example.com"}', headers=headers)
+    await assert_problem(resp, 400, "malformed_body")
+
+
+@pytest.mark.parametrize("host", ["a..example.com", "x" * 64 + ".example.com", "xn--.example.com"])
+async def test_a_push_target_host_that_no_dns_name_can_spell_is_a_422(owner: Owner, host: str) -> None:
+    # An empty or over-long label made the resolver's IDNA encoding raise UnicodeError (a 500).
+    body = {"kind": "webhook", "url": f"https://{host}/hook"}
+    resp = await owner.client.post("/v1/push-targets", json=body, headers=auth(owner.token))
+    problem = await assert_problem(resp, 422, "validation_failed")
+    assert problem["errors"][0]["field"] == "url"
+
+
 # --- query and path parameters --------------------------------------------------------------------
 
 
@@ -147,6 +163,12 @@ async def test_a_nul_in_a_sign_up_identifier_is_a_422(client: TestClient) -> Non
 async def test_a_malformed_cursor_is_a_422(owner: Owner, path: str, cursor: str) -> None:
     resp = await owner.get(f"{path}?cursor={cursor}")
     await assert_problem(resp, 422, "invalid_cursor")
+
+
+@pytest.mark.parametrize("cursor", ["9" * 30, "\u0663"])
+async def test_an_audit_cursor_that_is_no_64_bit_id_is_a_422(owner: Owner, cursor: str) -> None:
+    # 30 digits overflowed the database driver (a 500).
+    await assert_problem(await owner.get(f"/v1/audit?cursor={cursor}"), 422, "invalid_cursor")
 
 
 @pytest.mark.parametrize("since", ["0001-01-01T00:00:00%2B14:00", "9999-12-31T23:59:59-14:00"])

@@ -28,7 +28,7 @@ import pytest
 import requests
 import schemathesis
 from aiohttp import web
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
@@ -45,7 +45,8 @@ from tests.support.media import alert
 from tests.support.seed import import_fleet, seed_clip, seed_subscription
 
 EXAMPLES = int(os.environ.get("CAMGATE_FUZZ_EXAMPLES", "10"))
-PER_MUTATION = max(2, EXAMPLES // 4)
+PER_MUTATION = max(3, EXAMPLES // 2)
+SEED = os.environ.get("CAMGATE_FUZZ_SEED")  # unset: the same examples on every run (derandomized)
 IDENTIFIER = "fuzz@example.com"
 # Operations that end the caller's session: the fuzz logs in again after them.
 ENDS_SESSION = {"log_out", "revoke_session"}
@@ -190,7 +191,7 @@ class Finding:
 # --- hostile mutations of a generated request ------------------------------------------------------
 
 CONTROL = st.sampled_from(["\x00", "\x01", "\x1b", "\x7f", "\x85", "\n"])
-EDGE_TIMES = ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00", "0001-01-01T00:00:00Z"]
+EDGE_TIMES = ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"]
 CURSOR_TIMES = [*EDGE_TIMES, "2026-06-01T12:00:00", "2026-06-01T12:00:00+00:00", "not a time"]
 CURSOR_IDS = ["x", "a\x00b", "0" * 36, "9c1b5f0e-3a4b-4c2d-8e9f-0a1b2c3d4e5f"]
 DIGITS = "9" * 5_000  # beyond the 4,300 digits int() converts
@@ -209,39 +210,58 @@ class Wire:
         self.kwargs["headers"] = {**self.kwargs.get("headers", {}), "Content-Type": "application/json"}
 
 
-def _with_control(value: Any, char: str) -> Any:
+def _string_slots(value: Any, where: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Paths of the strings inside ``value`` (dict keys and list indexes)."""
     if isinstance(value, str):
-        return value[: len(value) // 2] + char + value[len(value) // 2 :]
+        return [where]
     if isinstance(value, dict):
-        return {k: _with_control(v, char) for k, v in value.items()}
+        return [slot for k, v in value.items() for slot in _string_slots(v, (*where, k))]
     if isinstance(value, list):
-        return [_with_control(v, char) for v in value]
-    return value
+        return [slot for i, v in enumerate(value) for slot in _string_slots(v, (*where, i))]
+    return []
+
+
+def _insert(value: Any, where: tuple[Any, ...], char: str) -> Any:
+    if not where:
+        return value[: len(value) // 2] + char + value[len(value) // 2 :]
+    copy = dict(value) if isinstance(value, dict) else list(value)
+    copy[where[0]] = _insert(value[where[0]], where[1:], char)
+    return copy
 
 
 def _date_time_params(operation: Any) -> list[str]:
     return [
         p["name"]
         for p in operation.definition.raw.get("parameters", [])
-        if p.get("in") == "query" and p.get("schema", {}).get("format") == "date-time"
+        if p.get("in") == "query" and '"date-time"' in json.dumps(p.get("schema", {}))
     ]
 
 
 def mutate(operation: Any, case: Any, mutation: str, data: st.DataObject) -> Callable[[Wire], None]:
     """Edits the case (strings) or returns an edit of the wire request (raw bodies, headers)."""
     if mutation == "control characters":
-        char = data.draw(CONTROL)
-        case.path_parameters = _with_control(dict(case.path_parameters or {}), char)
-        case.query = _with_control(dict(case.query or {}), char)
-        if isinstance(case.body, dict | list | str):
-            case.body = _with_control(case.body, char)
+        # One string of the request gets one control character: several at once would mostly be
+        # refused by the first validation they meet, before the others reach anything deeper.
+        parts = {
+            "path_parameters": dict(case.path_parameters or {}),
+            "query": dict(case.query or {}),
+            "body": case.body if isinstance(case.body, dict | list | str) else None,
+        }
+        slots = [(part, slot) for part, value in parts.items() for slot in _string_slots(value)]
+        if slots:
+            part, slot = data.draw(st.sampled_from(slots))
+            setattr(case, part, _insert(parts[part], slot, data.draw(CONTROL)))
     elif mutation == "edge times":
         names = _date_time_params(operation)
-        if names:
+        if names:  # without a cursor, which would be refused before the time reaches the database
+            case.query = {k: v for k, v in (case.query or {}).items() if k != "cursor"}
             case.query = {
                 **(case.query or {}),
                 data.draw(st.sampled_from(names)): data.draw(st.sampled_from(EDGE_TIMES)),
             }
+    elif mutation == "huge numbers" and case.query:
+        # One query parameter too: ids, limits and cursors that are numbers reach int() and the driver.
+        case.query = {**case.query, data.draw(st.sampled_from(sorted(case.query))): DIGITS[:30]}
     elif mutation == "cursor" and any(
         p["name"] == "cursor" for p in operation.definition.raw.get("parameters", [])
     ):
@@ -262,7 +282,14 @@ def mutate(operation: Any, case: Any, mutation: str, data: st.DataObject) -> Cal
     return edit
 
 
-MUTATIONS = ["control characters", "deep nesting", "huge numbers", "edge times", "cursor", "range"]
+MUTATIONS = [
+    "control characters",
+    "deep nesting",
+    "huge numbers",
+    "edge times",
+    "cursor",
+    "range",
+]
 
 
 # --- the run ----------------------------------------------------------------------------------------
@@ -324,11 +351,12 @@ def fuzz_run(
         max_examples=examples,
         deadline=None,
         database=None,
-        derandomize=True,
+        derandomize=SEED is None,
         phases=[Phase.explicit, Phase.generate],
         suppress_health_check=list(HealthCheck),
     )
-    @given(case=strategy, authenticated=st.booleans(), data=st.data())
+    # Mutated requests always carry the token: an anonymous one would stop at the 401.
+    @given(case=strategy, authenticated=st.just(True) if mutation else st.booleans(), data=st.data())
     def send(case: Any, authenticated: bool, data: st.DataObject) -> None:
         edit = mutate(operation, case, mutation, data) if mutation else None
         headers = {k: v for k, v in (case.headers or {}).items() if k.lower() != "authorization"}
@@ -338,17 +366,28 @@ def fuzz_run(
         wire = Wire(case.as_transport_kwargs(base_url=account.app.base_url))
         if edit is not None:
             edit(wire)
-        response = account.http.request(**wire.kwargs, timeout=30, allow_redirects=False)
-        check(response, name, f"{how}, {'token' if authenticated else 'anonymous'}", findings)
+        label = f"{how}, {'token' if authenticated else 'anonymous'}"
+        try:
+            response = account.http.request(**wire.kwargs, timeout=30, allow_redirects=False)
+        except requests.ConnectionError as exc:  # no answer at all: as bad as a 5xx
+            request = f"{wire.kwargs['method']} {wire.kwargs['url']}: {exc}"
+            findings.append(Finding(name, label, 0, "", request))
+            return
+        check(response, name, label, findings)
         if name in ENDS_SESSION and response.status_code == 204:
             account.log_in()
 
+    if SEED is not None:
+        send = seed(int(SEED))(send)
     try:
         send()
     except Unsatisfiable:  # an operation without parameters has no negative case
         assert how == "negative", (name, how)
 
 
+# Hypothesis blames a strategy when the global random state moves while it draws: here the app's own
+# background jobs, in the server thread, draw jitter from it at the same time.
+@pytest.mark.filterwarnings("ignore:Do not use the `random` module inside strategies")
 def test_no_request_generated_from_the_openapi_document_gets_a_5xx(
     served: tuple[ServedApp, Account],
 ) -> None:
