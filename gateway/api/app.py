@@ -9,6 +9,7 @@ from gateway.api import routes  # noqa: F401 - registers the operations
 from gateway.api.problems import problems
 from gateway.api.routing import CLIENT_ADDRESS, MAX_BODY_BYTES
 from gateway.api.state import SERVICES, api
+from gateway.api.store_readiness import STORE_READINESS, StoreReadiness
 from gateway.bootstrap import Services
 from gateway.jobs import clip_cleanup, housekeeping, ingest, push_dispatcher, renewals, sweeper
 from gateway.services.accounts import Principal
@@ -23,6 +24,13 @@ def create_app(services: Services) -> web.Application:
     )
     app[SERVICES] = services
     app[MAX_BODY_BYTES] = settings.max_body_bytes
+    readiness = StoreReadiness(services.stores)
+    app[STORE_READINESS] = readiness
+
+    async def stop_readiness(_app: web.Application) -> None:
+        await readiness.aclose()
+
+    app.on_cleanup.append(stop_readiness)
 
     async def authenticate(_request: web.Request, token: str) -> Principal:
         return await services.accounts.authenticate(token)

@@ -1,4 +1,9 @@
-"""One middleware turns every error into RFC 9457 problem+json with a stable ``code``."""
+"""One middleware turns every error into RFC 9457 problem+json with a stable ``code``.
+
+Storage errors that escape a service are mapped here once: a missing object is 404 ``media_not_found``
+(the row outlived its object), anything else under ``StorageError`` (an outage, a refusal, an unknown
+region) is 503 ``storage_unavailable`` with Retry-After: the client can do nothing but try again later.
+"""
 
 import logging
 
@@ -6,10 +11,12 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from gateway.api.schemas import Problem
-from gateway.errors import ClientError, RetryLater
+from gateway.errors import ClientError, NotFound, RetryLater, Unavailable
+from storage import ObjectNotFound, StorageError
 
 log = logging.getLogger(__name__)
 TYPE_BASE = "https://camgate.dev/problems/"
+STORAGE_RETRY_AFTER_S = 30
 
 # aiohttp's own HTTP errors (no route, wrong method, body too large) get stable codes too.
 _HTTP_CODES = {
@@ -35,7 +42,10 @@ def problem_response(problem: Problem, headers: dict[str, str] | None = None) ->
 async def problems(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Maps ClientError, aiohttp HTTP errors and unexpected exceptions to problem+json."""
     try:
-        return await handler(request)
+        try:
+            return await handler(request)
+        except StorageError as exc:
+            raise _storage_problem(request, exc) from exc
     except ClientError as exc:
         headers = dict(exc.extra.get("headers") or {})  # e.g. Content-Range on a 416
         retry_after = exc.retry_after if isinstance(exc, RetryLater) else None
@@ -81,3 +91,15 @@ async def problems(request: web.Request, handler: Handler) -> web.StreamResponse
                 instance=request.path,
             )
         )
+
+
+def _storage_problem(request: web.Request, exc: StorageError) -> ClientError:
+    if isinstance(exc, ObjectNotFound):
+        log.warning("%s %s: a row names an object that is gone: %s", request.method, request.path, exc)
+        return NotFound("media_not_found", "the media of this item is no longer stored")
+    log.warning("%s %s: object store failed: %r", request.method, request.path, exc)
+    return Unavailable(
+        "storage_unavailable",
+        "the media store cannot be reached right now; try again later",
+        retry_after=STORAGE_RETRY_AFTER_S,
+    )

@@ -1,23 +1,43 @@
 """Declared routes: each operation names its body, query and response models, so one declaration
 drives request parsing, response serialisation and the OpenAPI document."""
 
-import json
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage
+from aiohttp.web_protocol import RequestPayloadError
 from pydantic import BaseModel, ValidationError
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from gateway.api.schemas import Problem
 from gateway.api.schemas import Request as RequestModel
-from gateway.errors import InvalidRequest, MalformedRequest, PayloadTooLarge, Unauthenticated
+from gateway.errors import InvalidRequest, MalformedRequest, NotFound, PayloadTooLarge, Unauthenticated
+from gateway.jsonsafe import JsonRejected, loads
 from gateway.services.accounts import Principal
 
 M = TypeVar("M", bound=BaseModel)
 MAX_BODY_BYTES = web.AppKey("max_body_bytes", int)
 CLIENT_ADDRESS = web.RequestKey("client_address", str)
+
+# Request bodies are flat (the deepest holds two objects); the bound stays far below the depth at which
+# json.loads would recurse out of stack, and well above brackets a password may hold.
+MAX_BODY_CONTAINERS = 512
+# C0 and C1 control characters and DEL: PostgreSQL refuses NUL in text (a 500 once it reached the
+# database), and no name, identifier or id of this API has a use for the others.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+# Every id in a path is a uuid; anything else cannot name a row and answers as an unknown id does.
+PATH_IDS = {
+    "clip_id": "clip_not_found",
+    "device_id": "device_not_found",
+    "event_id": "event_not_found",
+    "session_id": "session_not_found",
+    "subscription_id": "subscription_not_found",
+    "target_id": "push_target_not_found",
+}
 
 
 @dataclass(frozen=True)
@@ -183,14 +203,19 @@ def _operation_doc(op: Operation, refs: dict[Any, Any]) -> dict[str, Any]:
         "responses": responses,
     }
     params = [
-        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        {"name": name, "in": "path", "required": True, "schema": _path_schema(name)}
         for name in _path_params(op.path)
     ]
     if op.query is not None:
         schema = op.query.model_json_schema()
         for name, prop in schema.get("properties", {}).items():
             params.append(
-                {"name": name, "in": "query", "required": name in schema.get("required", []), "schema": prop}
+                {
+                    "name": name,
+                    "in": "query",
+                    "required": name in schema.get("required", []),
+                    "schema": _without_null(prop),
+                }
             )
     if params:
         doc["parameters"] = params
@@ -205,11 +230,34 @@ def _path_params(path: str) -> list[str]:
     return [part[1:-1] for part in path.split("/") if part.startswith("{") and part.endswith("}")]
 
 
+def _without_null(prop: dict[str, Any]) -> dict[str, Any]:
+    """A query parameter is absent rather than null: ``X | None`` is documented as ``X``."""
+    variants = [v for v in prop.get("anyOf", []) if v != {"type": "null"}]
+    if len(variants) != 1 or len(prop["anyOf"]) != 2:
+        return prop
+    rest = {k: v for k, v in prop.items() if k not in ("anyOf", "default")}
+    return {**variants[0], **rest}
+
+
+def _path_schema(name: str) -> dict[str, Any]:
+    if name in PATH_IDS:
+        return {"type": "string", "format": "uuid"}
+    return {"type": "string"}
+
+
+def _check_path(request: web.Request) -> None:
+    for name, value in request.match_info.items():
+        code = PATH_IDS.get(name)
+        if code is not None and _UUID.fullmatch(value) is None:
+            raise NotFound(code, f"no such {name.removesuffix('_id').replace('_', ' ')}")
+
+
 def _view(
     op: Operation, authenticate: Authenticate
 ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     async def view(request: web.Request) -> web.StreamResponse:
         principal = await _principal(request, authenticate) if op.auth else None
+        _check_path(request)
         body = await _parse_body(request, op.body) if op.body is not None else None
         query = _validate(op.query, dict(request.query)) if op.query is not None else None
         result = await op.handler(Call(request, principal, body, query))
@@ -234,21 +282,29 @@ async def _principal(request: web.Request, authenticate: Authenticate) -> Princi
     return await authenticate(request, token.strip())
 
 
+async def _read_body(request: web.Request) -> bytes:
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise PayloadTooLarge(
+            "body_too_large", f"the body is larger than {request.app[MAX_BODY_BYTES]} bytes"
+        ) from None
+    except (RequestPayloadError, BadHttpMessage):  # e.g. Content-Encoding: gzip on bytes that are not gzip
+        raise MalformedRequest(
+            "malformed_body", "the body could not be read as its headers describe"
+        ) from None
+
+
 async def _parse_body(request: web.Request, model: type[M]) -> M:
     if request.content_type != "application/json":
         raise MalformedRequest(
             "unsupported_media_type",
             f"send the body as application/json, not {request.content_type or 'nothing'}",
         )
+    raw = await _read_body(request)
     try:
-        raw = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        raise PayloadTooLarge(
-            "body_too_large", f"the body is larger than {request.app[MAX_BODY_BYTES]} bytes"
-        ) from None
-    try:
-        data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        data = loads(raw, max_containers=MAX_BODY_CONTAINERS)
+    except JsonRejected as exc:  # invalid UTF-8 or JSON, too deep, a number of thousands of digits
         raise MalformedRequest("malformed_json", f"the body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise InvalidRequest("validation_failed", "the body must be a JSON object")
@@ -256,6 +312,7 @@ async def _parse_body(request: web.Request, model: type[M]) -> M:
 
 
 def _validate(model: type[M], data: dict[str, Any]) -> M:
+    _refuse_control_characters(data)
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -266,3 +323,32 @@ def _validate(model: type[M], data: dict[str, Any]) -> M:
         ]
         summary = "; ".join(f"{e['field'] or 'body'}: {e['message']}" for e in errors[:5])
         raise InvalidRequest("validation_failed", summary, errors=errors) from None
+
+
+def _refuse_control_characters(data: Any, loc: tuple[str | int, ...] = ()) -> None:
+    """InvalidRequest naming every string (keys too) of ``data`` that holds a control character."""
+    errors = [
+        {
+            "field": ".".join(str(p) for p in where),
+            "message": "control characters are not allowed",
+            "type": "control_character",
+        }
+        for where in _control_strings(data, loc)
+    ]
+    if errors:
+        summary = "; ".join(f"{e['field'] or 'body'}: {e['message']}" for e in errors[:5])
+        raise InvalidRequest("validation_failed", summary, errors=errors)
+
+
+def _control_strings(data: Any, loc: tuple[str | int, ...]) -> list[tuple[str | int, ...]]:
+    # Recursion is bounded: bodies hold at most MAX_BODY_CONTAINERS containers, queries none.
+    if isinstance(data, str):
+        return [loc] if _CONTROL.search(data) else []
+    if isinstance(data, dict):
+        found = [(*loc, key) for key in data if _CONTROL.search(key)]
+        for key, value in data.items():
+            found += _control_strings(value, (*loc, key))
+        return found
+    if isinstance(data, list):
+        return [where for i, item in enumerate(data) for where in _control_strings(item, (*loc, i))]
+    return []

@@ -1,9 +1,9 @@
 """Request and response bodies of the HTTP API. Requests reject unknown fields."""
 
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
 
 class Request(BaseModel):
@@ -210,14 +210,26 @@ class DeviceAlertsOut(Response):
     updated_at: datetime | None
 
 
+def _in_utc(value: datetime) -> datetime:
+    # 0001-01-01T00:00+14:00 is a valid aware time before the first UTC one: the database bind's
+    # conversion to UTC raised OverflowError (a 500).
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("the time is outside the range of UTC times (years 1 to 9999)") from None
+
+
+UtcDatetime = Annotated[AwareDatetime, AfterValidator(_in_utc)]
+
+
 # --- events --------------------------------------------------------------------------------------
 
 
 class EventQuery(Request):
     device_id: str | None = Field(None, max_length=36)
     kind: EventKind | None = None
-    since: AwareDatetime | None = None
-    until: AwareDatetime | None = None
+    since: UtcDatetime | None = None
+    until: UtcDatetime | None = None
     limit: int = Field(50, ge=1, le=200)
     cursor: str | None = Field(None, max_length=200)
 
@@ -250,8 +262,8 @@ class EventPage(Response):
 
 class ClipQuery(Request):
     device_id: str | None = Field(None, max_length=36)
-    since: AwareDatetime | None = None
-    until: AwareDatetime | None = None
+    since: UtcDatetime | None = None
+    until: UtcDatetime | None = None
     limit: int = Field(50, ge=1, le=200)
     cursor: str | None = Field(None, max_length=200)
 

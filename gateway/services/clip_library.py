@@ -15,6 +15,7 @@ from gateway.ports import Clock
 from gateway.services import audit
 from gateway.services.coverage import coverage_at
 from gateway.services.events import newest_first, page_of
+from gateway.services.media_links import present_link
 from storage import StoreRouter
 
 
@@ -111,7 +112,7 @@ class ClipLibrary:
         """A short-lived URL of the clip, or its bytes (local store); gated like ``get``."""
         clip = await self.get(account_id, clip_id)
         store = self._stores.for_region(clip.region)
-        url = await store.presigned_get_url(clip.key, ttl_s)
+        url = await present_link(store, clip.key, ttl_s)
         if url is not None:
             return Playback(url, None, clip.content_type)
         return Playback(None, await store.get(clip.key), clip.content_type)

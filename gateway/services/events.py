@@ -1,8 +1,9 @@
 """The owner's view of alert events: list with filters and a cursor, detail, media, deletion."""
 
 import base64
+import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Select, Table, and_, delete, or_, select
@@ -44,12 +45,21 @@ def encode_cursor(captured_at: datetime, row_id: str) -> str:
     return base64.urlsafe_b64encode(f"{captured_at.isoformat()}|{row_id}".encode()).decode()
 
 
+_ROW_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
 def decode_cursor(cursor: str) -> tuple[datetime, str]:
     """The capture time and id an ``encode_cursor`` cursor names; InvalidRequest when it is not one."""
+    # A cursor comes back from the client: anything it holds reaches the query. A naive or
+    # out-of-range time, or an id with a NUL, made the database bind fail (a 500).
     try:
-        at, _, event_id = base64.urlsafe_b64decode(cursor.encode()).decode().partition("|")
-        return datetime.fromisoformat(at), event_id
-    except ValueError:
+        text = base64.urlsafe_b64decode(cursor.encode("ascii")).decode("ascii")
+        at, _, row_id = text.partition("|")
+        captured_at = datetime.fromisoformat(at)
+        if captured_at.tzinfo is None or _ROW_ID.fullmatch(row_id) is None:
+            raise ValueError("not a cursor")
+        return captured_at.astimezone(UTC), row_id
+    except (ValueError, OverflowError):  # binascii.Error and UnicodeError are ValueErrors
         raise InvalidRequest("invalid_cursor", "cursor must be the next_cursor of a previous page") from None
 
 

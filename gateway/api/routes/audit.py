@@ -1,5 +1,7 @@
 """The account holder's audit log."""
 
+import re
+
 from gateway.api import schemas as s
 from gateway.api.routing import Call
 from gateway.api.state import api, services
@@ -19,7 +21,8 @@ async def read_audit(call: Call) -> s.AuditPage:
     q = call.query(s.PageQuery)
     before = None
     if q.cursor is not None:
-        if not q.cursor.isdigit():
+        # Ids are 64-bit: more digits overflowed the database driver (a 500).
+        if re.fullmatch(r"[0-9]{1,18}", q.cursor) is None:
             raise InvalidRequest("invalid_cursor", "cursor must be the next_cursor of a previous page")
         before = int(q.cursor)
     entries = await audit.page(services(call).engine, call.account_id, limit=q.limit, before_id=before)

@@ -11,7 +11,8 @@ from gateway.errors import ClientError
 from gateway.services.clip_library import Clip
 
 VIDEO_LINK_TTL_S = 300
-_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+_RANGE = re.compile(r"bytes=([0-9]*)-([0-9]*)")  # ASCII digits only: \d matches any script's digits
+_BEYOND_ANY_CLIP = 10**18
 
 
 class RangeNotSatisfiable(ClientError):
@@ -96,9 +97,9 @@ def _ranged(request: web.Request, data: bytes, content_type: str) -> web.Respons
     first, last = match.groups()
     size = len(data)
     if first:
-        start, end = int(first), min(int(last) if last else size - 1, size - 1)
+        start, end = _position(first), min(_position(last) if last else size - 1, size - 1)
     else:  # a suffix range: the last N bytes
-        start, end = max(0, size - int(last)), size - 1
+        start, end = max(0, size - _position(last)), size - 1
     if start >= size or start > end:
         raise RangeNotSatisfiable(
             "range_not_satisfiable",
@@ -107,3 +108,9 @@ def _ranged(request: web.Request, data: bytes, content_type: str) -> web.Respons
         )
     headers["Content-Range"] = f"bytes {start}-{end}/{size}"
     return web.Response(status=206, body=data[start : end + 1], content_type=content_type, headers=headers)
+
+
+def _position(digits: str) -> int:
+    """A byte position of a Range header; thousands of digits would make ``int`` refuse (a 500), and
+    anything past 18 digits lies beyond any clip anyway."""
+    return int(digits) if len(digits) <= 18 else _BEYOND_ANY_CLIP

@@ -7,6 +7,7 @@ from sqlalchemy import text
 from gateway.api import schemas as s
 from gateway.api.routing import Call, Reply
 from gateway.api.state import api, services
+from gateway.api.store_readiness import STORE_READINESS
 
 
 @api.route(
@@ -19,7 +20,7 @@ async def liveness(call: Call) -> s.Health:
 @api.route(
     "GET",
     "/readyz",
-    summary="Readiness: the database answers",
+    summary="Readiness: the database, the broker and every region's object store answer",
     tag="ops",
     response=s.Health,
     auth=False,
@@ -38,6 +39,8 @@ async def readiness(call: Call) -> s.Health | Reply:
         # Acks leave in arrival order: a head that does not settle holds back every message behind it.
         stuck_after = services(call).settings.ingest.stuck_after_s
         checks["ingest"] = "stuck" if mqtt.oldest_unacknowledged_s > stuck_after else "ok"
+    # Each region's object store: remembered a few seconds, one check in flight (store_readiness).
+    checks.update(await call.request.app[STORE_READINESS].check())
     if any(v != "ok" for v in checks.values()):
         return Reply(s.Health(status="unavailable", checks=checks), 503)
     return s.Health(status="ok", checks=checks)

@@ -1,9 +1,11 @@
 """Push targets: where an account's alerts are pushed (signed webhooks for now; see docs/push.md)."""
 
+import ipaddress
 from datetime import datetime
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from gateway.api.routing import Call
 from gateway.api.schemas import Request, Response
@@ -16,6 +18,30 @@ class PushTargetIn(Request):
     url: str = Field(
         min_length=1, max_length=2000, description="https:// (or http://) URL to POST alerts to."
     )
+
+    @field_validator("url")
+    @classmethod
+    def _dns_host(cls, value: str) -> str:
+        # A host no DNS name can spell (an empty or 64+ character label) made the resolver raise
+        # UnicodeError (a 500); the address rules themselves are the push service's.
+        try:
+            host = urlsplit(value).hostname
+        except ValueError:
+            return value  # left to the push service's own URL checks
+        if host and not _is_ip(host):
+            try:
+                host.encode("idna").decode("idna")
+            except UnicodeError:
+                raise ValueError("the URL's host is not a valid DNS name") from None
+        return value
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 class PushTargetOut(Response):
