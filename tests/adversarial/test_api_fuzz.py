@@ -125,7 +125,9 @@ def set_up_account(app: ServedApp, mailbox: Path) -> Account:
     base = app.base_url
     assert http.post(f"{base}/v1/accounts", json=sign_up_body(IDENTIFIER)).status_code == 202
     code = last_code(mailbox, IDENTIFIER)
-    assert http.post(f"{base}/v1/accounts/confirm", json={"identifier": IDENTIFIER, "code": code}).ok
+    assert http.post(
+        f"{base}/v1/accounts/confirm", json={"identifier": IDENTIFIER, "code": code, "password": PASSWORD}
+    ).ok
     account = Account(app, http, mailbox)
     account.log_in()
     (camera,) = app.run(import_fleet(app.services, 1))

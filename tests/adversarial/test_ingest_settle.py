@@ -386,7 +386,8 @@ async def test_unacknowledged_gauges_and_readiness_fail_while_the_head_is_stuck(
     (cam,) = await cameras(services, mosquitto_broker, 1)
     token = await new_user(client, mailbox, "stuck@example.com")
     await client.post("/v1/devices", json={"serial": cam.serial, "code": cam.code}, headers=auth(token))
-    assert (await client.get("/readyz")).status == 200
+    before = await (await client.get("/readyz")).json()
+    assert before["checks"]["ingest"] == "ok" and before["checks"]["store:sg"] != "ok"  # the bucket is gone
     connect(mosquitto_broker, cam).publish(cam_topic(cam), alert("stuck-1"))
     await asyncio.sleep(1.5)
 
