@@ -39,7 +39,10 @@ class VettedResolver(AbstractResolver):
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
     ) -> list[ResolveResult]:
         """The vetted addresses of ``host``; AddressForbidden or OSError otherwise."""
-        answers = await self._source.resolve(host, port, family)
+        try:
+            answers = await self._source.resolve(host, port, family)
+        except UnicodeError:  # a label IDNA cannot encode (empty, over 63 characters): no such name
+            raise OSError(f"{host!r} is not a name DNS can spell") from None
         if not answers:
             raise OSError(f"{host!r} has no address")
         if not self._allow_private:
