@@ -13,6 +13,7 @@ from gateway.adapters.db.tables import events
 from gateway.errors import InvalidRequest, NotFound, Unavailable
 from gateway.ports import Clock
 from gateway.services import audit
+from gateway.services.media_links import present_link
 from storage import StoreRouter
 
 
@@ -154,7 +155,7 @@ class EventService:
                 f"{which}_not_stored", f"this event's {which} was not stored ({event.snapshot_dropped})"
             )
         store = self._stores.for_region(event.region)
-        url = await store.presigned_get_url(key, ttl_s)
+        url = await present_link(store, key, ttl_s)
         if url is not None:
             return url, None
         return None, await store.get(key)

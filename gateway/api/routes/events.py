@@ -6,7 +6,6 @@ from gateway.api import schemas as s
 from gateway.api.routing import Call
 from gateway.api.state import api, services
 from gateway.services.events import Event, EventFilter
-from gateway.services.media_links import ensure_present
 
 MEDIA_LINK_TTL_S = 300
 
@@ -49,14 +48,9 @@ async def read_event(call: Call) -> s.EventOut:
 
 
 async def _media(call: Call, which: str) -> web.StreamResponse:
-    svc = services(call)
     event_id = call.path("event_id")
-    url, data = await svc.events.media(call.account_id, event_id, which, MEDIA_LINK_TTL_S)
+    url, data = await services(call).events.media(call.account_id, event_id, which, MEDIA_LINK_TTL_S)
     if url is not None:
-        # The link was signed without asking the store: check the object is there (see media_links).
-        event = await svc.events.get(call.account_id, event_id)
-        key = event.snapshot_key if which == "snapshot" else event.thumbnail_key
-        await ensure_present(svc.stores.for_region(event.region), key)
         raise web.HTTPTemporaryRedirect(url, headers={"Cache-Control": "private, no-store"})
     return web.Response(
         body=data, content_type="image/jpeg", headers={"Cache-Control": "private, max-age=300"}
