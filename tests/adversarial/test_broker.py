@@ -192,6 +192,16 @@ async def until_subscribed(client: MqttClient, camera: MqttTestClient, serial: s
     raise AssertionError("the gateway never received a probe")
 
 
+async def broker_read_disconnect(broker: MosquittoBroker) -> None:
+    """Waits until the broker has read the gateway's connection to its end (acknowledgements included)."""
+    ends = (f"Client {broker.gateway_username} disconnected", f"Client {broker.gateway_username} closed")
+    for _ in range(500):
+        if any(end in broker.log_text() for end in ends):
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"the broker never saw the gateway leave:\n{broker.log_tail()}")
+
+
 def retained_ignored() -> float:
     return REGISTRY.get_sample_value("camgate_retained_uplink_total") or 0.0
 
@@ -218,6 +228,7 @@ async def test_the_gateway_ignores_acknowledges_and_deletes_retained_uplink_mess
         assert gateway.unacknowledged == 0  # the ignored ones were acknowledged in their turn
     assert retained_ignored() - before >= 2
 
+    await broker_read_disconnect(broker)  # and with it our acknowledgements, before the stop saves
     broker.stop()  # a clean stop saves what it retained
     broker.set_plugin(plugin)
     broker.start()
