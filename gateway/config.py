@@ -46,6 +46,11 @@ class RegionSettings(Section):
     )
 
 
+# The broker's policy plugin lets only these names join shared subscriptions and publish retained
+# messages (deploy/mosquitto/plugin/camgate_policy.c; gateway/adapters/broker_auth.py checks the same).
+GATEWAY_USERNAME_PATTERN = r"^camgate-[A-Za-z0-9_-]+$"
+
+
 class MqttSettings(Section):
     """The gateway's own connection to the broker (docs/broker.md)."""
 
@@ -54,8 +59,11 @@ class MqttSettings(Section):
     port: int = Field(1883, ge=1, le=65535)
     username: str = Field(
         "camgate-gateway-1",
+        pattern=GATEWAY_USERNAME_PATTERN,
+        max_length=64,
         description="One account per gateway instance, and its client id (the broker's use_username_as_clientid):"
-        " stable, so the broker keeps this instance's queue across restarts.",
+        " stable, so the broker keeps this instance's queue across restarts. camgate-<suffix>:"
+        " the broker's policy plugin knows gateways by that name.",
     )
     password: SecretStr | None = None
     protocol: Literal["5", "3.1.1"] = "5"
@@ -67,7 +75,9 @@ class MqttSettings(Section):
     )
     keepalive_s: int = Field(30, ge=5)
     shared_group: str | None = Field(
-        None, description="Subscribe as $share/<group>/… so several gateways split the load (see docs)."
+        None,
+        pattern=r"^[A-Za-z0-9_-]{1,64}$",  # one topic level: no '/', '+' or '#'
+        description="Subscribe as $share/<group>/… so several gateways split the load (see docs).",
     )
     start_broker: bool = Field(
         False, description="Development: start a private Mosquitto (camgate demo does)."
@@ -75,7 +85,7 @@ class MqttSettings(Section):
 
 
 class GatewayAccount(Section):
-    username: str
+    username: str = Field(pattern=GATEWAY_USERNAME_PATTERN, max_length=64)
     password_hash: str = Field(description="Mosquitto $7$ hash (camgate broker hash-password prints one).")
 
 

@@ -1,6 +1,8 @@
-"""Development only: a private Mosquitto with the project's own policy (deploy/mosquitto/conf.d), so
-``camgate demo`` needs nothing configured. Production brokers are set up as docs/broker.md says."""
+"""Development only: a private Mosquitto with the project's own policy (deploy/mosquitto/conf.d and the
+policy plugin deploy/mosquitto/plugin), so ``camgate demo`` needs nothing configured. Production brokers
+are set up as docs/broker.md says."""
 
+import hashlib
 import os
 import shutil
 import socket
@@ -13,7 +15,11 @@ from gateway.adapters.broker_auth import BrokerFiles, reload_broker, write_broke
 from gateway.domain.credentials import hash_broker_secret
 from gateway.errors import ConfigError
 
-POLICY = Path(__file__).resolve().parents[1] / "deploy" / "mosquitto" / "conf.d" / "camgate.conf"
+_DEPLOY = Path(__file__).resolve().parents[1] / "deploy" / "mosquitto"
+POLICY = _DEPLOY / "conf.d" / "camgate.conf"
+PLUGIN_SOURCE = _DEPLOY / "plugin" / "camgate_policy.c"
+# The headers come from Debian's mosquitto-dev and libmosquitto-dev (scripts/bootstrap installs them).
+_CFLAGS = ("-shared", "-fPIC", "-O2", "-Wall", "-Wextra", "-Werror")
 
 
 def find_mosquitto() -> str | None:
@@ -26,6 +32,33 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def build_policy_plugin(directory: Path) -> Path:
+    """Compiles the broker policy plugin into ``directory`` (once per source version); returns the .so.
+
+    The broker loads plugins after dropping privileges: ``directory`` must be readable by its user.
+    """
+    source = PLUGIN_SOURCE.read_bytes()
+    target = directory / f"camgate_policy-{hashlib.sha256(source).hexdigest()[:16]}.so"
+    if target.exists():
+        return target
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        raise ConfigError("no C compiler to build the broker policy plugin: apt-get install gcc")
+    temp = directory / f".{target.name}.{os.getpid()}.tmp"
+    built = subprocess.run(  # noqa: S603 - a fixed compiler and our own source
+        [compiler, *_CFLAGS, "-o", str(temp), str(PLUGIN_SOURCE)], capture_output=True, text=True
+    )
+    if built.returncode != 0:
+        temp.unlink(missing_ok=True)
+        raise ConfigError(
+            "cannot build the broker policy plugin (apt-get install mosquitto-dev libmosquitto-dev):\n"
+            + built.stderr[-2000:]
+        )
+    temp.chmod(0o755)
+    temp.replace(target)  # atomic: concurrent builders never load a half-written file
+    return target
 
 
 class DevBroker:
@@ -67,6 +100,7 @@ class DevBroker:
         if not POLICY.exists():
             raise ConfigError(f"{POLICY} not found: camgate demo runs from a source checkout")
         self.directory.mkdir(parents=True, exist_ok=True)
+        plugin = build_policy_plugin(self.directory)
         conf = self.directory / "mosquitto.conf"
         lines = [
             # A development broker keeps the invoking user, so its files need no hand-over to 'mosquitto'.
@@ -76,6 +110,7 @@ class DevBroker:
             f"log_dest file {self.log_file}",
             f"password_file {self.password_file}",
             f"acl_file {self.acl_file}",
+            f"plugin {plugin}",
             POLICY.read_text(),
             f"listener {self.port} 127.0.0.1",
             "use_username_as_clientid true",

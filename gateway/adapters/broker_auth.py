@@ -9,6 +9,9 @@ The broker reads two files named in ``deploy/mosquitto/mosquitto.conf``:
   that keep every camera inside ``cam/<serial>/``. It depends on the gateway accounts only, so importing
   devices changes the password file alone.
 
+The broker's policy plugin (deploy/mosquitto/plugin) tells gateways from cameras by name: a gateway
+account is ``camgate-<suffix>`` (``camgate-gateway-1``, …), and no camera may be named so.
+
 Mosquitto 2.0.11 drops a password line it cannot decode with nothing but a log line (a salt other than
 12 bytes, url-safe base64, ...), and a newline inside a value would smuggle in a line of its own, so
 every account is checked before anything reaches the disk.
@@ -41,13 +44,16 @@ from gateway.domain.credentials import hash_broker_secret
 # change what a %u pattern matches), no whitespace (line injection).
 _USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 _HASH = re.compile(r"\$7\$([1-9][0-9]{0,8})\$([A-Za-z0-9+/]+={0,2})\$([A-Za-z0-9+/]+={0,2})")
+# Must agree with is_gateway() in deploy/mosquitto/plugin/camgate_policy.c.
+GATEWAY_USERNAME = re.compile(r"camgate-[A-Za-z0-9_-]+")
 _SALT_BYTES = 12  # the only salt length mosquitto 2.0 accepts
 _DIGEST_BYTES = 64  # SHA-512
 _FILE_MODE = 0o640
 
-CAMERA_WRITE_PATTERNS = ("cam/%u/alert", "cam/%u/status", "cam/%u/clip/#")
+# One level under clip/ (cam/<serial>/clip/<clip_id>): deeper topics are nothing the gateway reads.
+CAMERA_WRITE_PATTERNS = ("cam/%u/alert", "cam/%u/status", "cam/%u/clip/+")
 CAMERA_READ_PATTERNS = ("cam/%u/config", "cam/%u/cmd/#")
-GATEWAY_READ_TOPICS = ("cam/+/alert", "cam/+/status", "cam/+/clip/#")
+GATEWAY_READ_TOPICS = ("cam/+/alert", "cam/+/status", "cam/+/clip/+")
 GATEWAY_WRITE_TOPICS = ("cam/+/config", "cam/+/cmd/#")
 
 
@@ -90,14 +96,25 @@ def password_file_lines(
     """The ``password_file`` lines, gateways first; raises InvalidBrokerAccount on a bad or repeated name."""
     yield "# Written by camgate from its device registry; edits are overwritten.\n"
     seen: set[str] = set()
-    for username, password_hash in itertools.chain(gateways, devices):
+    for gateway, (username, password_hash) in itertools.chain(
+        ((True, account) for account in gateways), ((False, account) for account in devices)
+    ):
         _check_account(username, password_hash)
         if username in seen:
             raise InvalidBrokerAccount(
                 f"{username!r} appears twice (cameras and gateways share one namespace)"
             )
+        # The policy plugin grants shared subscriptions and retained publishes by this name alone.
+        if gateway != is_gateway_username(username):
+            kind = "a gateway account must be" if gateway else "a camera must not be"
+            raise InvalidBrokerAccount(f"{username!r}: {kind} named camgate-<suffix>")
         seen.add(username)
         yield f"{username}:{password_hash}\n"
+
+
+def is_gateway_username(username: str) -> bool:
+    """True for the names the broker's policy plugin treats as gateway accounts."""
+    return GATEWAY_USERNAME.fullmatch(username) is not None
 
 
 def acl_file_lines(gateways: Sequence[BrokerAccount]) -> Iterator[str]:

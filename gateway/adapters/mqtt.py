@@ -7,6 +7,11 @@ under a stable client id, so the broker queues for us while we are away; acks re
 arrival order; and never a failure reason code in a PUBACK (a transient failure leaves the message
 unacknowledged instead). After a reconnect the broker redelivers what we had not acknowledged, so
 messages of the old connection are dropped from the ack queue and their late settlement is ignored.
+
+Retained messages on the uplink are never events: a camera may not publish them (the broker's policy
+plugin refuses them), and one planted before that would be replayed on every subscribe, long after its
+camera was revoked. They are acknowledged in their turn and ignored, and with MQTT 5 (retain-as-published
+shows the flag on live messages too) deleted from the broker by an empty retained publish.
 """
 
 import asyncio
@@ -21,11 +26,17 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
+from prometheus_client import Counter
 
 from gateway import metrics
 from gateway.config import MqttSettings
 
 log = logging.getLogger(__name__)
+
+RETAINED_UPLINK = Counter(
+    "camgate_retained_uplink_total", "Retained uplink messages acknowledged and ignored (never ingested)"
+)
 
 
 class Incoming:
@@ -150,8 +161,15 @@ class MqttClient:
             return
         log.info("connected to the broker (session present: %s)", flags.session_present)
         group = self._settings.shared_group
-        topics = [(f"$share/{group}/{t}" if group else t, 1) for t in self._subscriptions]
-        client.subscribe(topics)
+        filters = [f"$share/{group}/{t}" if group else t for t in self._subscriptions]
+        if self._settings.protocol == "5":
+            # Retain-as-published keeps the retain flag on live deliveries, so a retained publish is
+            # recognised as such however it arrives; retained messages are still sent at subscribe, so
+            # one planted before the broker's policy plugin is seen once and deleted (_arrived).
+            options = SubscribeOptions(qos=1, retainAsPublished=True)
+            client.subscribe([(f, options) for f in filters])
+        else:
+            client.subscribe([(f, 1) for f in filters])
         self._call(self.connected.set)
 
     def _on_disconnect(
@@ -161,7 +179,7 @@ class MqttClient:
         self._call(self._disconnected)
 
     def _on_message(self, _client: paho.Client, _userdata: object, message: paho.MQTTMessage) -> None:
-        self._call(self._arrived, message.topic, message.payload, message.qos, message.mid)
+        self._call(self._arrived, message.topic, message.payload, message.qos, message.mid, message.retain)
 
     def _call(self, fn: Callable[..., None], *args: object) -> None:
         if self._loop is not None and not self._loop.is_closed():
@@ -169,8 +187,24 @@ class MqttClient:
 
     # --- the event loop ------------------------------------------------------------------------
 
-    def _arrived(self, topic: str, payload: bytes, qos: int, mid: int) -> None:
-        self._queue.put_nowait(self._sequencer.arrived(topic, payload, qos, mid))
+    def _arrived(self, topic: str, payload: bytes, qos: int, mid: int, retain: bool) -> None:
+        msg = self._sequencer.arrived(topic, payload, qos, mid)
+        if retain:
+            self._ignore_retained(msg)
+        else:
+            self._queue.put_nowait(msg)
+
+    def _ignore_retained(self, msg: Incoming) -> None:
+        """A retained uplink message is a replay, not an event: settled in its turn and not ingested."""
+        RETAINED_UPLINK.inc()
+        # Not a warning per message: a hostile camera must not be able to flood the log.
+        log.debug("ignoring a retained message on %s", msg.topic)
+        # Delete it from the broker (the policy plugin lets a gateway publish exactly this). Only with
+        # MQTT 5: our own empty publish comes back to us, recognisable only by its retain flag; an empty
+        # payload is never cleared again, so it cannot loop.
+        if msg.payload and self._settings.protocol == "5":
+            self._client.publish(msg.topic, b"", qos=1, retain=True)
+        msg.settle()
 
     def _disconnected(self) -> None:
         self.connected.clear()

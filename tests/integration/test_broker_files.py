@@ -141,3 +141,11 @@ def test_the_policy_opens_no_listener() -> None:
     for policy in (DEPLOY / "conf.d").glob("*.conf"):
         keys = {line.split()[0] for line in policy.read_text().splitlines() if line and line[0] != "#"}
         assert not keys & {"listener", "port", "bind_address"}, policy.name
+
+
+def test_the_policy_plugin_tells_gateways_from_cameras_by_name(files: BrokerFiles) -> None:
+    # deploy/mosquitto/plugin/camgate_policy.c lets only camgate-<suffix> join $share groups and retain.
+    with pytest.raises(InvalidBrokerAccount, match="must not be named"):
+        broker_auth.write_broker_files(files, [("camgate-cam1", GOOD_HASH)], [GATEWAY])
+    with pytest.raises(InvalidBrokerAccount, match="must be named"):
+        broker_auth.write_broker_files(files, [], [BrokerAccount("GATEWAY1", GOOD_HASH)])

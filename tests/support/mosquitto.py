@@ -1,4 +1,5 @@
-"""A real Mosquitto for tests, started with the project's own policy (deploy/mosquitto/conf.d).
+"""A real Mosquitto for tests, started with the project's own policy (deploy/mosquitto/conf.d) and its
+policy plugin (deploy/mosquitto/plugin, compiled once per test session).
 
 ``mosquitto_broker`` (function-scoped: a start takes ~10 ms) yields a ``MosquittoBroker`` on a free
 127.0.0.1 port in a temp directory of its own: persistence, pid file, log, and the password and ACL
@@ -10,10 +11,16 @@ files are handed to that user: a permission mistake fails here first. ``Mosquitt
 paho clients (closed at teardown) that record what they receive: assertions look at what a subscriber
 got, never at the sender's PUBACK, which Mosquitto sends for publishes its ACL refused.
 
-Without a mosquitto binary the fixture skips, or fails when the CI environment variable is set.
+``MosquittoBroker.set_plugin(None)`` runs it without the plugin, as a broker deployed before it: the
+gateway's own defences are tested on that.
+
+Without a mosquitto binary (or the plugin's compiler and headers) the fixture skips, or fail when the CI
+environment variable is set.
 """
 
+import atexit
 import contextlib
+import functools
 import os
 import pwd
 import queue
@@ -27,6 +34,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -36,7 +44,9 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from gateway.adapters import broker_auth
+from gateway.devbroker import build_policy_plugin
 from gateway.domain.credentials import hash_broker_secret
+from gateway.errors import ConfigError
 
 POLICY_DIR = Path(__file__).resolve().parents[2] / "deploy" / "mosquitto" / "conf.d"
 BROKER_USER = "mosquitto"  # the user mosquitto drops to when started as root
@@ -143,6 +153,9 @@ class MqttTestClient:
         """Disconnects cleanly and stops the network thread."""
         self.client.disconnect()
         self.client.loop_stop()
+        # paho closes its wake-up socket pair only in __del__; a client in a reference cycle (ours are,
+        # through their callbacks) is collected with its sockets in no set order: ResourceWarning.
+        self.client._reset_sockets(sockpair_only=True)
 
     def _on_connect(
         self,
@@ -168,9 +181,10 @@ class MqttTestClient:
 class MosquittoBroker:
     """A mosquitto process in its own directory; survives kill()/start() with its persistence."""
 
-    def __init__(self, binary: str, directory: Path) -> None:
+    def __init__(self, binary: str, directory: Path, plugin: Path | None) -> None:
         self.binary = binary
         self.directory = directory
+        self.plugin = plugin
         self.host = "127.0.0.1"
         self.port = _free_port()
         self.gateway_username = GATEWAY_USERNAME
@@ -217,6 +231,8 @@ class MosquittoBroker:
             time.sleep(0.005)
         if stray := self._stray_ports():
             raise AssertionError(stray)
+        if self.plugin is not None and f"Loading plugin: {self.plugin}" not in self.log_text():
+            raise AssertionError(f"mosquitto did not load {self.plugin}:\n{self.log_tail()}")
 
     def sync(self) -> None:
         """Waits until everything the broker acknowledged before the call is on disk.
@@ -237,6 +253,14 @@ class MosquittoBroker:
     def stop(self) -> None:
         """SIGTERM and wait: a clean shutdown."""
         self._signal_and_wait(signal.SIGTERM)
+
+    def set_plugin(self, plugin: Path | None) -> None:
+        """Loads (or, with None, drops) the policy plugin from the next start(); the broker must be
+        stopped. Tests use it to plant what a broker without the plugin accepts."""
+        if self._process is not None:
+            raise AssertionError("stop the broker before changing its plugin")
+        self.plugin = plugin
+        self._write_config()
 
     def add_device(self, serial: str, secret: str) -> None:
         """Adds (or replaces) a camera account and reloads the running broker."""
@@ -339,23 +363,27 @@ class MosquittoBroker:
         for policy in sorted(POLICY_DIR.glob("*.conf")):
             shutil.copyfile(policy, conf_d / policy.name)
         (self.directory / "data").mkdir()
-        # Same order as deploy/mosquitto/mosquitto.conf: site paths, the policy, then the listener.
-        self.config_file.write_text(
-            f"pid_file {self.pid_file}\n"
-            f"persistence_location {self.directory / 'data'}/\n"
-            f"log_dest file {self.log_file}\n"
-            f"password_file {self.files.password_file}\n"
-            f"acl_file {self.files.acl_file}\n"
-            f"include_dir {conf_d}\n"
-            f"listener {self.port} {self.host}\n"
-            "use_username_as_clientid true\n"
-        )
+        self._write_config()
         self._write_auth()
         if os.geteuid() == 0:
             # Production ownership: the broker's user owns its state; it must read config on SIGHUP.
             user = pwd.getpwnam(BROKER_USER)
             for path in [self.directory, *self.directory.rglob("*")]:
                 os.chown(path, user.pw_uid, user.pw_gid)
+
+    def _write_config(self) -> None:
+        # Same order as deploy/mosquitto/mosquitto.conf: site paths, the plugin, the policy, the listener.
+        self.config_file.write_text(
+            f"pid_file {self.pid_file}\n"
+            f"persistence_location {self.directory / 'data'}/\n"
+            f"log_dest file {self.log_file}\n"
+            f"password_file {self.files.password_file}\n"
+            f"acl_file {self.files.acl_file}\n"
+            + (f"plugin {self.plugin}\n" if self.plugin is not None else "")
+            + f"include_dir {self.directory / 'conf.d'}\n"
+            f"listener {self.port} {self.host}\n"
+            "use_username_as_clientid true\n"
+        )
 
     def _write_auth(self) -> None:
         gateways = [broker_auth.BrokerAccount(name, hashed) for name, hashed in self._gateways.items()]
@@ -410,18 +438,34 @@ def _free_port() -> int:
         return port
 
 
+@functools.cache
+def _policy_plugin() -> Path:
+    """The policy plugin, built once per test session where the broker's user can read it."""
+    directory = Path(tempfile.mkdtemp(prefix="camgate-mosquitto-plugin-"))
+    directory.chmod(0o755)
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)
+    return build_policy_plugin(directory)
+
+
+def _unavailable(message: str) -> NoReturn:
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
 @pytest.fixture
 def mosquitto_broker() -> Iterator[MosquittoBroker]:
     """A running broker with the project's policy, one gateway account and no cameras yet."""
     binary = find_mosquitto()
     if binary is None:
-        message = "mosquitto is not installed (Debian: apt-get install mosquitto)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        _unavailable("mosquitto is not installed (Debian: apt-get install mosquitto)")
+    try:
+        plugin = _policy_plugin()
+    except ConfigError as exc:
+        _unavailable(str(exc))
     # Not pytest's tmp_path: its parents are mode 0700, closed to the user the broker drops to.
     directory = Path(tempfile.mkdtemp(prefix="camgate-mosquitto-"))
-    broker = MosquittoBroker(binary, directory)
+    broker = MosquittoBroker(binary, directory, plugin)
     try:
         broker.start()
         yield broker
