@@ -12,7 +12,6 @@ import math
 import re
 import struct
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
@@ -27,7 +26,7 @@ from pydantic import (
     model_validator,
 )
 
-from gateway import jsonsafe
+from gateway import untrusted
 from storage.keys import validate_id
 
 MAGIC = b"CG"
@@ -41,8 +40,7 @@ _SERIAL = re.compile(r"^[A-Z0-9]{8,32}$")
 EVENT_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 MAX_CONTAINERS = 64  # arrays and objects in one header: enough for any header, far below json's recursion
 MAX_TEXT = 256  # the longest free-text field a header may carry
-# C0 and C1 controls (NUL among them), DEL, and lone surrogates (which no UTF-8 text column stores).
-_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+_UNSAFE = untrusted.UNSAFE_TEXT
 
 
 class WireError(ValueError):
@@ -121,15 +119,7 @@ WireText = Annotated[str, Field(max_length=MAX_TEXT), AfterValidator(_printable)
 """A string from a camera: at most MAX_TEXT characters, no control characters (PostgreSQL refuses NUL)."""
 
 
-def _utc(value: datetime) -> datetime:
-    # "9999-12-31T23:59-23:59" is a valid ISO time that overflows in UTC: refuse it here, not at the insert.
-    try:
-        return value.astimezone(UTC)
-    except OverflowError:
-        raise ValueError("the time cannot be expressed in UTC") from None
-
-
-WireTime = Annotated[AwareDatetime, AfterValidator(_utc)]
+WireTime = Annotated[AwareDatetime, AfterValidator(untrusted.in_utc)]
 """A time from a camera, with its zone, converted to UTC (a time that cannot be is refused)."""
 
 
@@ -237,11 +227,11 @@ def decode(payload: bytes) -> tuple[AlertHeader | ClipHeader | StatusHeader | Co
         raise WireError("truncated", f"header length {length} exceeds the payload")
     view = memoryview(payload)
     try:
-        value = jsonsafe.loads(
+        value = untrusted.loads(
             bytes(view[_PREFIX.size : _PREFIX.size + length]), max_containers=MAX_CONTAINERS
         )
         header = _headers.validate_python(value)
-    except jsonsafe.JsonRejected as exc:
+    except untrusted.JsonRejected as exc:
         raise WireError("bad_header", printable(str(exc))) from None
     except ValidationError as exc:
         first = exc.errors(include_url=False, include_input=False)[0]
@@ -262,12 +252,12 @@ def decode_json_header(raw: bytes) -> dict[str, object]:
     """
     try:
         _, _, length = _PREFIX.unpack_from(raw)
-        value = jsonsafe.loads(
+        value = untrusted.loads(
             raw[_PREFIX.size : _PREFIX.size + min(length, MAX_HEADER_BYTES)], max_containers=MAX_CONTAINERS
         )
     except struct.error:
         return {"unreadable": "truncated"}
-    except jsonsafe.JsonRejected:
+    except untrusted.JsonRejected:
         return {"unreadable": "not JSON, or nested too deeply"}
     if not isinstance(value, dict):
         return {"unreadable": "not a JSON object"}

@@ -15,8 +15,8 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 from gateway.api.schemas import Problem
 from gateway.api.schemas import Request as RequestModel
 from gateway.errors import InvalidRequest, MalformedRequest, NotFound, PayloadTooLarge, Unauthenticated
-from gateway.jsonsafe import JsonRejected, loads
 from gateway.services.accounts import Principal
+from gateway.untrusted import UNSAFE_TEXT, JsonRejected, loads
 
 M = TypeVar("M", bound=BaseModel)
 MAX_BODY_BYTES = web.AppKey("max_body_bytes", int)
@@ -25,9 +25,6 @@ CLIENT_ADDRESS = web.RequestKey("client_address", str)
 # Request bodies are flat (the deepest holds two objects); the bound stays far below the depth at which
 # json.loads would recurse out of stack, and well above brackets a password may hold.
 MAX_BODY_CONTAINERS = 512
-# C0 and C1 control characters and DEL: PostgreSQL refuses NUL in text (a 500 once it reached the
-# database), and no name, identifier or id of this API has a use for the others.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 # Every id in a path is a uuid; anything else cannot name a row and answers as an unknown id does.
 PATH_IDS = {
@@ -343,9 +340,9 @@ def _refuse_control_characters(data: Any, loc: tuple[str | int, ...] = ()) -> No
 def _control_strings(data: Any, loc: tuple[str | int, ...]) -> list[tuple[str | int, ...]]:
     # Recursion is bounded: bodies hold at most MAX_BODY_CONTAINERS containers, queries none.
     if isinstance(data, str):
-        return [loc] if _CONTROL.search(data) else []
+        return [loc] if UNSAFE_TEXT.search(data) else []
     if isinstance(data, dict):
-        found = [(*loc, key) for key in data if _CONTROL.search(key)]
+        found = [(*loc, key) for key in data if UNSAFE_TEXT.search(key)]
         for key, value in data.items():
             found += _control_strings(value, (*loc, key))
         return found

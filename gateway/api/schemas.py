@@ -1,9 +1,11 @@
 """Request and response bodies of the HTTP API. Requests reject unknown fields."""
 
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+
+from gateway.untrusted import in_utc
 
 
 class Request(BaseModel):
@@ -210,16 +212,8 @@ class DeviceAlertsOut(Response):
     updated_at: datetime | None
 
 
-def _in_utc(value: datetime) -> datetime:
-    # 0001-01-01T00:00+14:00 is a valid aware time before the first UTC one: the database bind's
-    # conversion to UTC raised OverflowError (a 500).
-    try:
-        return value.astimezone(UTC)
-    except OverflowError:
-        raise ValueError("the time is outside the range of UTC times (years 1 to 9999)") from None
-
-
-UtcDatetime = Annotated[AwareDatetime, AfterValidator(_in_utc)]
+UtcDatetime = Annotated[AwareDatetime, AfterValidator(in_utc)]
+"""A time from a client: aware, and one UTC can express (the database stores UTC)."""
 
 
 # --- events --------------------------------------------------------------------------------------

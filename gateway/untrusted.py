@@ -1,4 +1,5 @@
-"""JSON from untrusted senders (camera headers, API bodies) with a bound on nesting.
+"""Values from untrusted senders (camera headers, API bodies): JSON with a bound on nesting, text any
+database column can store, times that UTC can express.
 
 ``json.loads`` recurses once per nested array or object and raises ``RecursionError`` (a ``RuntimeError``,
 not a ``ValueError``) a few thousand levels down, which a 4 KiB payload reaches. Counting the brackets
@@ -7,6 +8,8 @@ count too, which only makes the bound stricter.
 """
 
 import json
+import re
+from datetime import UTC, datetime
 from typing import Any
 
 
@@ -29,3 +32,17 @@ def loads(raw: bytes | str, *, max_containers: int) -> Any:
         return json.loads(raw)
     except (ValueError, RecursionError) as exc:  # RecursionError: belt and braces, the bound prevents it
         raise JsonRejected(f"not JSON: {exc}") from None
+
+
+# C0 and C1 controls (NUL among them: PostgreSQL refuses it in text, SQLite stores it), DEL, and lone
+# surrogates (which no UTF-8 text column stores, and JSON's \ud800 escapes produce).
+UNSAFE_TEXT = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def in_utc(value: datetime) -> datetime:
+    """An aware time converted to UTC; ValueError for one that UTC cannot express (it overflows: e.g.
+    ``0001-01-01T00:00+14:00`` or ``9999-12-31T23:59-23:59``)."""
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("the time cannot be expressed in UTC (years 1 to 9999)") from None
