@@ -240,7 +240,16 @@ class Sweeper:
         for row in await conn.execute(claim):
             keys = tuple(k for k in row[3:-1] if k)
             records.append(_Record(table, row[0], row[1], row[2], keys, int(row[-1] or 0)))
-        return records
+        # Another lane may have skipped (and released) a record while this claim waited for the database:
+        # the statement was built before. Give such records straight back, so each is tried once a run.
+        skipped = [r.id for r in records if r.id in run.skipped[table.name]]
+        if skipped:
+            await conn.execute(
+                update(table)
+                .where(table.c.id.in_(skipped), table.c.claimed_by == token)
+                .values(claimed_by=None, claimed_until=None)
+            )
+        return [r for r in records if r.id not in run.skipped[table.name]]
 
     async def _remove_objects(self, records: Sequence[_Record], run: "_Run") -> frozenset[str]:
         """Deletes the batch's objects, each region's store at once; returns the keys that failed."""
