@@ -61,3 +61,6 @@ RECONCILED = Counter(
 )
 
 CLIP_ASSEMBLIES = Gauge("camgate_clip_assemblies", "Clips being assembled now (their parts held in memory)")
+RETAINED_UPLINK = Counter(
+    "camgate_retained_uplink_total", "Retained uplink messages acknowledged and ignored (never ingested)"
+)

@@ -27,16 +27,11 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
-from prometheus_client import Counter
 
 from gateway import metrics
 from gateway.config import MqttSettings
 
 log = logging.getLogger(__name__)
-
-RETAINED_UPLINK = Counter(
-    "camgate_retained_uplink_total", "Retained uplink messages acknowledged and ignored (never ingested)"
-)
 
 
 class Incoming:
@@ -196,7 +191,7 @@ class MqttClient:
 
     def _ignore_retained(self, msg: Incoming) -> None:
         """A retained uplink message is a replay, not an event: settled in its turn and not ingested."""
-        RETAINED_UPLINK.inc()
+        metrics.RETAINED_UPLINK.inc()
         # Not a warning per message: a hostile camera must not be able to flood the log.
         log.debug("ignoring a retained message on %s", msg.topic)
         # Delete it from the broker (the policy plugin lets a gateway publish exactly this). Only with

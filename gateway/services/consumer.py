@@ -18,7 +18,6 @@ from gateway import metrics
 from gateway.config import IngestSettings
 from gateway.services.failures import Failure, classify
 from gateway.services.ingest import IngestService
-from gateway.wire import WireError, parse_topic
 from storage import StorageRefused, UnknownRegion
 
 log = logging.getLogger(__name__)
@@ -83,23 +82,18 @@ class Consumer:
             try:
                 await self._ingest.handle(message.topic, message.payload)
             except Exception as exc:
-                failure = classify(exc)
-                if failure is Failure.HOLD:
+                # ``handle`` itself dead-letters what the database refuses; what reaches here is a
+                # dependency being down (retried for as long as it takes) or a bug (retried a few times).
+                if classify(exc) is Failure.HOLD:
                     metrics.INGEST_RETRIES.labels(type(exc).__name__).inc()
                     metrics.INGEST_HELD.labels(_held_reason(exc)).inc()
                     log.warning("dependency unavailable, will retry (message stays unacknowledged): %s", exc)
-                elif failure is Failure.PERMANENT:
-                    log.warning("the database refused a message on %s: %s", message.topic[:300], exc)
-                    if await self._give_up(message, "database_rejected", exc):
-                        return
                 else:
                     errors += 1
                     log.exception(
                         "unexpected error processing a message on %s (%d)", message.topic[:300], errors
                     )
-                    if errors >= self._settings.attempts_on_error and await self._give_up(
-                        message, "processing_error", exc
-                    ):
+                    if errors >= self._settings.attempts_on_error and await self._give_up(message, exc):
                         return
             else:
                 message.settle()
@@ -108,18 +102,15 @@ class Consumer:
             # Full jitter keeps a fleet of retrying gateways from hammering a recovering store in step.
             await asyncio.sleep(random.uniform(0, min(self._settings.retry_max_s, 0.1 * 2**attempt)))
 
-    async def _give_up(self, message: Message, reason: str, exc: Exception) -> bool:
+    async def _give_up(self, message: Message, exc: Exception) -> bool:
         """Dead-letters ``message`` and settles it; False (retry later) only while the database is down."""
         try:
-            serial = parse_topic(message.topic).serial
-        except WireError:
-            serial = ""
-        try:
-            await self._ingest.give_up(message.topic, serial, reason, repr(exc), message.payload)
+            await self._ingest.give_up(message.topic, "processing_error", repr(exc), message.payload)
         except Exception as failure:
             if classify(failure) is Failure.HOLD:
                 return False
-            raise  # give_up raises nothing else; a bug here must be seen, not hidden
+            # Not raised: an unsettled message would hold back every acknowledgement behind it.
+            log.exception("could not dead-letter a message on %s; settling it anyway", message.topic[:300])
         message.settle()
         return True
 

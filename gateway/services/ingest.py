@@ -191,11 +191,7 @@ class IngestService:
             if not is_permanent(exc):
                 raise
             log.warning("the database refused a message on %s: %s", printable(topic, 300), exc)
-            try:
-                serial = parse_topic(topic).serial
-            except WireError:
-                serial = ""
-            return await self.give_up(topic, serial, "database_rejected", repr(exc), payload)
+            return await self.give_up(topic, "database_rejected", repr(exc), payload)
 
     async def _handle(self, topic: str, payload: bytes) -> Outcome:
         try:
@@ -437,9 +433,13 @@ class IngestService:
         async with self._db.begin() as conn:
             return await self._dead_letter_in(conn, topic, serial, reason, detail, payload)
 
-    async def give_up(self, topic: str, serial: str, reason: str, detail: str, payload: bytes) -> Outcome:
+    async def give_up(self, topic: str, reason: str, detail: str, payload: bytes) -> Outcome:
         """Dead-letters a message whatever it holds: the full record, else a minimal one (nothing from the
         payload), else only a log line. Raises only while the database is down."""
+        try:
+            serial = parse_topic(topic).serial
+        except WireError:
+            serial = ""
         try:
             return await self.dead_letter(topic, serial, reason, detail, payload)
         except Exception as exc:
