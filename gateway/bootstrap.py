@@ -5,6 +5,7 @@ import os
 import secrets
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import aiohttp
@@ -111,7 +112,15 @@ async def build(settings: Settings, stack: AsyncExitStack, *, clock: Clock | Non
     stack.callback(images.close)
     video = VideoWorkers(settings.clips.video_workers, max_dim=settings.clips.max_frame_dimension)
     stack.callback(video.close)
-    clip_ingest = ClipIngest(engine, stores, video, settings.clips, settings.catalogue(), clock)
+    clip_ingest = ClipIngest(
+        engine,
+        stores,
+        video,
+        settings.clips,
+        settings.catalogue(),
+        clock,
+        max_skew=timedelta(seconds=settings.ingest.max_clock_skew_s),
+    )
     mqtt = MqttClient(settings.mqtt, INGEST_TOPICS) if settings.mqtt.enabled else None
     publisher: Publisher = mqtt if mqtt is not None else DiscardingPublisher()
     alert_settings = AlertSettingsService(engine, publisher, clock)

@@ -90,7 +90,9 @@ class CountBytes(Response):
 
 
 class StorageUsageOut(Response):
-    used_bytes: int = Field(description="Snapshots (with thumbnails) and clips stored now.")
+    used_bytes: int = Field(
+        description="Snapshots (with thumbnails) and clips stored now, and clip parts staged."
+    )
     quota_bytes: int = Field(description="The sum over the account's devices of their plan's quota.")
     snapshots: CountBytes
     clips: CountBytes

@@ -82,9 +82,11 @@ def retain_from(captured_at: datetime, now: datetime, max_skew: timedelta = DEFA
     return capture_time(captured_at, now, max_skew)
 
 
-def retain_until(captured_at: datetime, now: datetime, retention: Retention) -> datetime:
+def retain_until(
+    captured_at: datetime, now: datetime, retention: Retention, max_skew: timedelta = DEFAULT_MAX_SKEW
+) -> datetime:
     """When a clip captured at ``captured_at`` under ``retention`` expires; a late upload never gains."""
-    return retain_from(captured_at, now) + retention.video_period
+    return retain_from(captured_at, now, max_skew) + retention.video_period
 
 
 def admission(
@@ -94,6 +96,7 @@ def admission(
     now: datetime,
     max_parts: int,
     arrival: Retention | None = None,
+    max_skew: timedelta = DEFAULT_MAX_SKEW,
 ) -> ClipDrop | None:
     """The decision a clip's first part makes for the whole clip: None to receive it, else why not.
 
@@ -107,7 +110,7 @@ def admission(
         return ClipDrop.NO_VIDEO_PLAN
     if arrival is not None and not arrival.video:
         return ClipDrop.PLAN_ENDED
-    if retain_until(header.captured_at, now, retention) <= now:
+    if retain_until(header.captured_at, now, retention, max_skew) <= now:
         return ClipDrop.EXPIRED_ON_ARRIVAL
     if header.parts > max_parts:
         return ClipDrop.TOO_MANY_PARTS

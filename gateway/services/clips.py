@@ -63,6 +63,7 @@ class ClipIngest:
         settings: ClipSettings,
         catalogue: Catalogue,
         clock: Clock,
+        max_skew: timedelta = DEFAULT_MAX_SKEW,
     ) -> None:
         self._db = engine
         self._stores = stores
@@ -70,6 +71,7 @@ class ClipIngest:
         self._settings = settings
         self._catalogue = catalogue
         self._clock = clock
+        self._max_skew = max_skew  # ingest.max_clock_skew_s: the camera clock is trusted as for alerts
         # Each assembly holds a clip's parts and its encoding in memory (up to ~2x max_clip_bytes).
         self._assemblies = asyncio.Semaphore(settings.max_assemblies)
 
@@ -111,7 +113,7 @@ class ClipIngest:
             state = await staging.clip_state(conn, serial, header.clip_id)
         if state is None:
             return await self._dead_letter(topic, serial, "unknown_device", "no such serial", payload)
-        if before_binding(header.captured_at, state.bound_at, now):
+        if before_binding(header.captured_at, state.bound_at, now, self._max_skew):
             # The previous owner's clip (queued or re-sent): nothing staged, each part dropped unread.
             if header.part == 0:  # counted once per clip
                 staging.count_drop(serial, header.clip_id, ClipDrop.BEFORE_BINDING)
@@ -248,7 +250,7 @@ class ClipIngest:
             or target.account_id != upload.account_id
             or target.coverage is None
             or target.before_binding(
-                header.captured_at, now, DEFAULT_MAX_SKEW
+                header.captured_at, now, self._max_skew
             )  # unbound and bound again meanwhile
         ):
             return await self._drop(serial, upload, ClipDrop.OWNER_CHANGED)
@@ -287,7 +289,7 @@ class ClipIngest:
         header = upload.header
         assert target.account_id is not None and target.region is not None and target.coverage is not None
         retention = target.coverage.retention
-        until = retain_until(header.captured_at, now, retention)
+        until = retain_until(header.captured_at, now, retention, self._max_skew)
         kind = STORED_AS[header.format]
         key = object_key(target.account_id, target.device_id, header)
         store = self._stores.for_region(target.region)
@@ -351,7 +353,7 @@ class ClipIngest:
         self, conn: AsyncConnection, serial: str, header: ClipHeader, now: datetime
     ) -> Target | None:
         # The alert's event id finds its kind (for the owner's kind filter) when it is stored already.
-        at = retain_from(header.captured_at, now)
+        at = retain_from(header.captured_at, now, self._max_skew)
         return await read_target(conn, self._catalogue, serial, header.event_id or "", at)
 
     async def _arrival(
@@ -360,7 +362,9 @@ class ClipIngest:
         """The retention of the plan in force now, which must include video for the clip to be written
         (the plan at capture only fixes how long it lives)."""
         assert target.account_id is not None and target.coverage is not None
-        if retain_from(header.captured_at, now) == now:  # capture counts as now: the plan read already
+        if (
+            retain_from(header.captured_at, now, self._max_skew) == now
+        ):  # capture counts as now: the plan read already
             return target.coverage.retention
         cover = await coverage_at(conn, self._catalogue, target.device_id, target.account_id, now)
         return cover.retention
@@ -371,7 +375,7 @@ class ClipIngest:
         assert target.coverage is not None and arrival is not None
         opt_out = opted_out(target.prefs, target.event_kind, now)
         retention = target.coverage.retention
-        return admission(header, retention, opt_out, now, self._settings.max_parts, arrival)
+        return admission(header, retention, opt_out, now, self._settings.max_parts, arrival, self._max_skew)
 
     async def _over_quota(self, conn: AsyncConnection, account_id: str, size: int, now: datetime) -> bool:
         quota = await quota_bytes(conn, self._catalogue, account_id, now)
