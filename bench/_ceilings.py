@@ -23,7 +23,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import cv2
 import numpy as np
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
@@ -32,6 +31,7 @@ from paho.mqtt.properties import Properties
 
 from bench._rig import cpu_s
 from gateway.adapters.imaging import make_snapshot
+from gateway.adapters.opencv import cv2  # with the gateway's decoding ceilings, as the gateway has them
 from gateway.config import IngestSettings
 from gateway.wire import AlertHeader, encode
 from storage.s3 import build_client
