@@ -46,3 +46,8 @@ def in_utc(value: datetime) -> datetime:
         return value.astimezone(UTC)
     except OverflowError:
         raise ValueError("the time cannot be expressed in UTC (years 1 to 9999)") from None
+
+
+def printable(value: str, limit: int) -> str:
+    """``value`` with unsafe characters replaced and cut to ``limit``: storable in any text column."""
+    return UNSAFE_TEXT.sub("\ufffd", value[:limit])

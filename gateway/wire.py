@@ -125,7 +125,7 @@ WireTime = Annotated[AwareDatetime, AfterValidator(untrusted.in_utc)]
 
 def printable(value: str, limit: int = MAX_TEXT) -> str:
     """``value`` with control characters replaced and cut to ``limit``: safe for any text column."""
-    return _UNSAFE.sub("\ufffd", value[:limit])
+    return untrusted.printable(value, limit)
 
 
 class Header(BaseModel):

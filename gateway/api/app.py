@@ -1,5 +1,6 @@
 """The app factory."""
 
+import contextlib
 import ipaddress
 
 from aiohttp import web
@@ -54,7 +55,10 @@ def _client_address(trusted: list[str]):  # type: ignore[no-untyped-def]
         address = request.remote or ""
         forwarded = request.headers.get("X-Forwarded-For")
         if forwarded and networks and _within(address, networks):
-            address = forwarded.split(",")[-1].strip()
+            claimed = forwarded.split(",")[-1].strip()
+            # Only an address: the value keys throttles and the audit log, and a proxy may pass anything.
+            with contextlib.suppress(ValueError):
+                address = str(ipaddress.ip_address(claimed))
         request[CLIENT_ADDRESS] = address
         return await handler(request)
 

@@ -5,6 +5,7 @@ Registrations wait in ``signups`` until confirmed; the ``accounts`` table holds 
 
 import asyncio
 import logging
+import re
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -42,9 +43,11 @@ from gateway.services import audit, signups, throttle
 from gateway.services.signups import GuardianConsent as GuardianConsent  # re-exported: the public API
 from gateway.services.signups import SignUp as SignUp
 from gateway.services.throttle import Reservations, Window
+from gateway.untrusted import printable
 
 log = logging.getLogger(__name__)
 TOKEN_PREFIX = "cg_"  # noqa: S105 - a public prefix that marks camgate tokens, not a secret
+_TOKEN_FORM = re.compile(r"cg_[A-Za-z0-9_-]{43}")  # the prefix and token_urlsafe(32)
 
 
 @dataclass(frozen=True)
@@ -422,7 +425,7 @@ class AccountService:
                     id=session.session_id,
                     account_id=row.id,
                     token_hash=keyed_digest(self._pepper, "token", token),
-                    user_agent=user_agent[:200],
+                    user_agent=printable(user_agent, 200),  # a header: any bytes at all
                     created_at=now,
                     expires_at=session.expires_at,
                 )
@@ -448,7 +451,7 @@ class AccountService:
 
     async def authenticate(self, token: str) -> Principal:
         """The principal of a bearer token, or Unauthenticated."""
-        if not token.startswith(TOKEN_PREFIX):
+        if not _TOKEN_FORM.fullmatch(token):  # also keeps undecodable header bytes away from the hash
             raise Unauthenticated("invalid_token", "the token is not a camgate token")
         async with self._db.connect() as conn:
             row = (

@@ -5,6 +5,7 @@ store and a real S3 server (moto)."""
 
 import asyncio
 import base64
+import json
 import socket
 import threading
 import time
@@ -24,7 +25,7 @@ from gateway.api.app import create_app
 from gateway.bootstrap import Services, build
 from gateway.services.ingest import Outcome
 from tests.integration.conftest import test_settings
-from tests.support.api import auth, new_user, serve, sign_up_body
+from tests.support.api import PASSWORD, auth, new_user, serve, sign_up_body
 from tests.support.clock import ManualClock
 from tests.support.media import alert
 from tests.support.s3server import S3Server, create_bucket
@@ -370,3 +371,52 @@ async def test_readyz_answers_fast_and_cannot_hammer_a_hanging_store(
         assert {(await a.json())["checks"]["store:sg"] for a in answers} == {"timeout"}
         assert elapsed < 6, elapsed  # the check's 2 s timeout, not the store's 10 s
         assert tarpit.connections <= 1, tarpit.connections  # 40 requests, one check in flight
+
+
+async def _raw(client: TestClient, request: bytes) -> tuple[int, bytes]:
+    """Sends bytes no HTTP client library would (undecodable header values) and reads the answer."""
+    assert client.port is not None
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
+    writer.write(request)
+    await writer.drain()
+    data = await reader.read()
+    writer.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split(b" ")[1]), body
+
+
+async def test_an_undecodable_bearer_token_is_a_401(client: TestClient) -> None:
+    status, body = await _raw(
+        client,
+        b"GET /v1/me HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer cg_\xff\r\nConnection: close\r\n\r\n",
+    )
+    assert status == 401 and b'"invalid_token"' in body
+
+
+async def test_an_undecodable_user_agent_does_not_break_log_in(client: TestClient, mailbox: Path) -> None:
+    await new_user(client, mailbox, "agent@example.com")
+    body = b'{"identifier": "agent@example.com", "password": "%s"}' % PASSWORD.encode()
+    head = b"POST /v1/sessions HTTP/1.1\r\nHost: x\r\nUser-Agent: x\xff\x85y\r\nContent-Type: application/json\r\n"
+    status, answer = await _raw(
+        client, head + b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body
+    )
+    assert status == 201, answer
+    token = json.loads(answer)["token"]
+    listed = (await (await client.get("/v1/sessions", headers=auth(token))).json())["items"]
+    assert "x\ufffd\ufffdy" in [s["user_agent"] for s in listed]  # stored, cleaned
+
+
+async def test_a_forwarded_address_that_is_no_address_is_not_believed(
+    database_url: str, tmp_path: Path, mailbox: Path
+) -> None:
+    settings = test_settings(database_url, tmp_path, http={"trusted_proxies": ["127.0.0.0/8"]})
+    async with AsyncExitStack() as stack:
+        services = await build(settings, stack, clock=ManualClock())
+        client = await serve(create_app(services), stack)
+        body = b'{"identifier": "nobody@example.com", "password": "wrong password here"}'
+        head = b"POST /v1/sessions HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 10.0.0.1, \xffjunk\r\n"
+        head += b"Content-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(
+            body
+        )
+        status, answer = await _raw(client, head + body)
+        assert status == 401, answer

@@ -118,11 +118,12 @@ def parse_url(raw: str, *, https_only: bool = False) -> URL:
         raise InvalidRequest("webhook_url_invalid", f"the URL is longer than {MAX_URL_LENGTH} characters")
     try:
         url = URL(raw)
+        host = url.host  # decodes IDNA, which can fail too ("xn--")
     except (ValueError, TypeError):
         raise InvalidRequest("webhook_url_invalid", "the URL cannot be parsed") from None
     if url.scheme not in {"http", "https"}:
         raise InvalidRequest("webhook_url_invalid", "the URL must start with https:// or http://")
-    if not url.host:
+    if not host:
         raise InvalidRequest("webhook_url_invalid", "the URL has no host")
     if url.user is not None or url.password is not None:
         # Credentials in the URL would sit in the database in clear; the signature authenticates us.
