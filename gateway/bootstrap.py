@@ -30,7 +30,7 @@ from gateway.services.clip_library import ClipLibrary
 from gateway.services.clips import ClipIngest
 from gateway.services.devices import DeviceService
 from gateway.services.events import EventService
-from gateway.services.ingest import IngestService
+from gateway.services.ingest import IngestService, letter_budget
 from gateway.services.plans import PlanService
 from gateway.services.push import PushService
 from gateway.services.sweep import Sweeper
@@ -112,6 +112,7 @@ async def build(settings: Settings, stack: AsyncExitStack, *, clock: Clock | Non
     stack.callback(images.close)
     video = VideoWorkers(settings.clips.video_workers, max_dim=settings.clips.max_frame_dimension)
     stack.callback(video.close)
+    letters = letter_budget(settings.ingest)  # one dead-letter allowance per camera, alerts and clips
     clip_ingest = ClipIngest(
         engine,
         stores,
@@ -120,6 +121,7 @@ async def build(settings: Settings, stack: AsyncExitStack, *, clock: Clock | Non
         settings.catalogue(),
         clock,
         max_skew=timedelta(seconds=settings.ingest.max_clock_skew_s),
+        letters=letters,
     )
     mqtt = MqttClient(settings.mqtt, INGEST_TOPICS) if settings.mqtt.enabled else None
     publisher: Publisher = mqtt if mqtt is not None else DiscardingPublisher()
@@ -140,7 +142,15 @@ async def build(settings: Settings, stack: AsyncExitStack, *, clock: Clock | Non
         clips=ClipLibrary(engine, stores, settings.catalogue(), clock),
         plans=PlanService(engine, settings.catalogue(), LedgerProvider(), clock),
         ingest=IngestService(
-            engine, stores, images, ing, settings.catalogue(), clock, clips=clip_ingest, publisher=publisher
+            engine,
+            stores,
+            images,
+            ing,
+            settings.catalogue(),
+            clock,
+            clips=clip_ingest,
+            publisher=publisher,
+            letters=letters,
         ),
         clip_ingest=clip_ingest,
         mqtt=mqtt,

@@ -7,6 +7,10 @@ ALERTS_DROPPED = Counter(
     "camgate_alerts_dropped_total", "Alerts dropped unread because of the owner's settings", ["reason"]
 )
 DEAD_LETTERS = Counter("camgate_dead_letters_total", "Messages dead-lettered, by reason", ["reason"])
+DEAD_LETTERS_NOT_WRITTEN = Counter(
+    "camgate_dead_letters_not_written_total",
+    "Dead letters counted but not written: their camera is past its dead-letter allowance",
+)
 INGEST_SECONDS = Histogram(
     "camgate_ingest_seconds",
     "Receipt to commit of a stored alert",

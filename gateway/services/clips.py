@@ -22,7 +22,7 @@ from gateway.adapters.db.dialect import insert_ignore
 from gateway.adapters.db.tables import clip_uploads, clips
 from gateway.adapters.video import BadClip, VideoWorkers, frame_size
 from gateway.config import ClipSettings
-from gateway.domain.alerts import DEFAULT_MAX_SKEW, before_binding
+from gateway.domain.alerts import DEFAULT_MAX_SKEW, TokenBuckets, before_binding
 from gateway.domain.clips import (
     STORED_AS,
     ClipDrop,
@@ -64,7 +64,9 @@ class ClipIngest:
         catalogue: Catalogue,
         clock: Clock,
         max_skew: timedelta = DEFAULT_MAX_SKEW,
+        letters: TokenBuckets | None = None,
     ) -> None:
+        self._letters = letters  # the cameras' dead-letter allowance, shared with alert ingest
         self._db = engine
         self._stores = stores
         self._video = video
@@ -393,5 +395,7 @@ class ClipIngest:
         self, topic: str, serial: str, reason: str, detail: str, payload: bytes
     ) -> Outcome:
         async with self._db.begin() as conn:
-            await record_dead_letter(conn, self._clock.now(), topic, serial, reason, detail, payload)
+            await record_dead_letter(
+                conn, self._clock.now(), topic, serial, reason, detail, payload, budget=self._letters
+            )
         return Outcome.DEAD_LETTER

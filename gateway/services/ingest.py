@@ -165,8 +165,10 @@ class IngestService:
         clock: Clock,
         clips: ClipHandler | None = None,
         publisher: Publisher | None = None,
+        letters: TokenBuckets | None = None,
     ) -> None:
         self._db = engine
+        self._letters = letters if letters is not None else letter_budget(settings)
         self._publisher = publisher
         self._clips = clips
         self._catalogue = catalogue
@@ -462,9 +464,17 @@ class IngestService:
     async def _dead_letter_in(
         self, conn: AsyncConnection, topic: str, serial: str, reason: str, detail: str, payload: bytes
     ) -> Outcome:
-        await record_dead_letter(conn, self._clock.now(), topic, serial, reason, detail, payload)
+        await record_dead_letter(
+            conn, self._clock.now(), topic, serial, reason, detail, payload, budget=self._letters
+        )
         metrics.ALERTS.labels(Outcome.DEAD_LETTER.value).inc()
         return Outcome.DEAD_LETTER
+
+
+def letter_budget(settings: IngestSettings) -> TokenBuckets:
+    """How many dead letters one camera may have written: its overflow allowance. Past it they are only
+    counted, so a camera looping malformed messages costs the database nothing (docs/security.md)."""
+    return TokenBuckets(settings.overflow_burst, settings.overflow_per_minute / 60)
 
 
 async def read_target(
@@ -507,9 +517,15 @@ async def record_dead_letter(
     detail: str,
     payload: bytes,
     header: dict[str, object] | None = None,
+    budget: TokenBuckets | None = None,
 ) -> None:
     """Records a message that can never be processed (its header, never its body); logs and counts it.
-    Every text is cleaned of control characters and cut to its column (PostgreSQL refuses a NUL)."""
+    Every text is cleaned of control characters and cut to its column (PostgreSQL refuses a NUL). With a
+    ``budget`` (per camera), a dead letter past it is counted and not written."""
+    if budget is not None and not budget.take(serial or topic[:64], time.monotonic()):
+        metrics.DEAD_LETTERS.labels(printable(reason, 64)).inc()
+        metrics.DEAD_LETTERS_NOT_WRITTEN.inc()
+        return
     topic, serial, reason, detail = (
         printable(topic, 300),
         printable(serial, 32),

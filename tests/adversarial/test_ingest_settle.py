@@ -417,3 +417,20 @@ async def test_unacknowledged_gauges_and_readiness_fail_while_the_head_is_stuck(
     await wait_for(recovered, seconds=20)
     ready = await client.get("/readyz")
     assert (await ready.json())["checks"]["ingest"] == "ok"
+
+
+async def test_a_camera_looping_malformed_messages_writes_a_bounded_number_of_dead_letters(
+    database_url: str, tmp_path: Path
+) -> None:
+    settings = test_settings(database_url, tmp_path, ingest={"overflow_burst": 5, "overflow_per_minute": 1})
+    async with AsyncExitStack() as stack:
+        services = await build(settings, stack, clock=ManualClock())
+        noisy, other = await import_fleet(services, 2)
+        for _ in range(30):
+            outcome = await services.ingest.handle(f"cam/{noisy.serial}/alert", b"not an envelope")
+            assert outcome is Outcome.DEAD_LETTER  # settled: acknowledged like any dead letter
+        assert await services.ingest.handle(f"cam/{other.serial}/alert", b"junk") is Outcome.DEAD_LETTER
+        async with services.engine.connect() as conn:
+            serials = [r.serial for r in await conn.execute(select(dead_letters.c.serial))]
+        assert serials.count(noisy.serial) == 5, "past its allowance a camera's dead letters are only counted"
+        assert serials.count(other.serial) == 1, "another camera's allowance is its own"
