@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Protocol
 
 from sqlalchemy import bindparam, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -113,6 +113,23 @@ class Target:
 
 
 PRESENCE_REFRESH = timedelta(seconds=60)  # alerts refresh "last seen" at most this often
+
+
+_PRESENCE_QUERY = (
+    select(devices.c.id, device_presence.c.online, device_presence.c.firmware, device_presence.c.last_seen_at)
+    .select_from(devices.outerjoin(device_presence, device_presence.c.device_id == devices.c.id))
+    .where(devices.c.serial == bindparam("serial"))
+)
+
+
+def _presence_unchanged(known: Any, header: StatusHeader, now: datetime) -> bool:
+    """The status says what presence says already, and "last seen" is fresh enough to keep."""
+    return (
+        known.online is header.online
+        and (header.firmware is None or header.firmware == known.firmware)
+        and known.last_seen_at is not None
+        and now - known.last_seen_at < PRESENCE_REFRESH
+    )
 
 
 # Everything the decision about one alert needs, including whether it is a redelivery, in one query.
@@ -411,11 +428,14 @@ class IngestService:
             )
         now = self._clock.now()
         async with self._db.begin() as conn:
-            device_id = (await conn.execute(select(devices.c.id).where(devices.c.serial == serial))).scalar()
-            if device_id is None:
+            known = (await conn.execute(_PRESENCE_QUERY, {"serial": serial})).first()
+            if known is None:
                 return await self._dead_letter_in(
                     conn, topic, serial, "unknown_device", "no such serial", payload
                 )
+            device_id = known.id
+            if _presence_unchanged(known, header, now):
+                return Outcome.PRESENCE  # a repeat: no write, so a camera repeating itself costs a read
             values: dict[str, object] = {"device_id": device_id, "online": header.online, "last_seen_at": now}
             if header.firmware is not None:
                 values["firmware"] = header.firmware

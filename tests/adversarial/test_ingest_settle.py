@@ -30,7 +30,7 @@ from tests.integration.test_ingest_e2e import Factory, cameras, connect, event_c
 from tests.integration.test_ingest_e2e import gateway as gateway  # a fixture, found by name
 from tests.support.api import auth, new_user, serve
 from tests.support.clock import ManualClock
-from tests.support.media import alert, jpeg
+from tests.support.media import alert, jpeg, status
 from tests.support.mosquitto import MosquittoBroker
 from tests.support.s3server import S3Bucket, S3Server
 from tests.support.seed import import_fleet
@@ -434,3 +434,21 @@ async def test_a_camera_looping_malformed_messages_writes_a_bounded_number_of_de
             serials = [r.serial for r in await conn.execute(select(dead_letters.c.serial))]
         assert serials.count(noisy.serial) == 5, "past its allowance a camera's dead letters are only counted"
         assert serials.count(other.serial) == 1, "another camera's allowance is its own"
+
+
+async def test_a_repeated_status_costs_no_write(services: Services, clock: ManualClock) -> None:
+    (cam,) = await import_fleet(services, 1)
+    topic = f"cam/{cam.serial}/status"
+
+    async def last_seen() -> datetime:
+        async with services.engine.connect() as conn:
+            return (await conn.execute(select(device_presence.c.last_seen_at))).scalar_one()  # type: ignore[no-any-return]
+
+    assert await services.ingest.handle(topic, status(online=True, firmware="1.0")) is Outcome.PRESENCE
+    first = await last_seen()
+    clock.advance(seconds=10)
+    for _ in range(20):  # a camera repeating itself
+        assert await services.ingest.handle(topic, status(online=True)) is Outcome.PRESENCE
+    assert await last_seen() == first, "nothing changed: nothing written"
+    assert await services.ingest.handle(topic, status(online=False)) is Outcome.PRESENCE
+    assert await last_seen() > first, "a change is written at once"
